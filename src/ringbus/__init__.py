@@ -1,0 +1,36 @@
+"""ringbus: a deterministic, in-process event bus for simulation loops.
+
+Every fact the world produces is published once as an immutable
+:class:`WorldEvent`, kept in a bounded ring, and handed in a stable order to
+subscribers when the loop calls :meth:`EventBus.drain`.
+"""
+
+from __future__ import annotations
+
+from . import kinds
+from ._backend import BACKEND, FIELDS, WorldEvent
+from ._bus import EventBus, bus_class_for
+from ._config import EventBusConfig
+from ._errors import CascadeLimitError, PendingOverflowError, RingbusError, RingFullError
+from ._normalise import TRUNCATED_KEY
+from ._registry import KindSelector, Subscription
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKEND",
+    "FIELDS",
+    "TRUNCATED_KEY",
+    "CascadeLimitError",
+    "EventBus",
+    "EventBusConfig",
+    "KindSelector",
+    "PendingOverflowError",
+    "RingFullError",
+    "RingbusError",
+    "Subscription",
+    "WorldEvent",
+    "__version__",
+    "bus_class_for",
+    "kinds",
+]

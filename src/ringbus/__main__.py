@@ -1,0 +1,41 @@
+"""Command line: ``python -m ringbus COMMAND`` (also the ``ringbus`` script)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["COMMANDS", "main"]
+
+#: command -> (module:function taking argv and returning an exit code, summary)
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def _usage() -> str:
+    lines = ["usage: ringbus COMMAND [options]", "", "commands:"]
+    width = max((len(name) for name in COMMANDS), default=0)
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines.append("")
+    lines.append("Run 'ringbus COMMAND --help' for a command's options.")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a ringbus command and return its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"ringbus: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    target, _summary = COMMANDS[name]
+    module_name, function_name = target.split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    return int(function(rest))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,349 @@
+"""The :class:`EventBus` facade: subscriptions, error policy, snapshots.
+
+``EventBus`` subclasses the active core (:class:`ringbus._backend.RingCore`),
+so ``publish`` and ``drain`` are the core's own methods: with the compiled
+core, the hot path never runs a line of Python.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from . import _backend
+from ._backend import RingCore, WorldEvent
+from ._config import EventBusConfig
+from ._normalise import check_clock
+from ._registry import Handler, KindSelector, Registry, Subscription
+
+__all__ = ["SNAPSHOT_FORMAT", "SNAPSHOT_VERSION", "EventBus", "bus_class_for"]
+
+logger = logging.getLogger("ringbus")
+
+SNAPSHOT_FORMAT = "ringbus-snapshot"
+SNAPSHOT_VERSION = 1
+
+SaveHook = Callable[[], Any]
+LoadHook = Callable[[Any], object]
+
+
+if TYPE_CHECKING:
+    _Core = RingCore
+else:
+    _Core = object
+
+
+class EventBusBase(_Core):
+    """A deterministic, in-process event bus for simulation loops.
+
+    Parameters
+    ----------
+    config
+        How the bus behaves; ``None`` takes :class:`EventBusConfig` defaults.
+
+    Examples
+    --------
+    >>> from ringbus import EventBus, kinds
+    >>> bus = EventBus()
+    >>> seen = []
+    >>> sub = bus.subscribe(seen.append, kinds={kinds.DEPOT_BUILT})
+    >>> bus.set_clock(tick=5, day=1)
+    >>> bus.publish(kinds.DEPOT_BUILT, subject_id="depot-7", payload={"cost": 40})
+    1
+    >>> bus.drain()
+    1
+    >>> seen[0].subject_id, seen[0].tick, seen[0].payload
+    ('depot-7', 5, (('cost', 40),))
+    """
+
+    def __init__(self, config: EventBusConfig | None = None) -> None:
+        if config is None:
+            config = EventBusConfig()
+        elif not isinstance(config, EventBusConfig):
+            raise TypeError(f"config must be an EventBusConfig, got {type(config).__name__}")
+        super().__init__(
+            max_events=config.max_events,
+            max_payload_items=config.max_payload_items,
+            max_pending=config.max_pending,
+            enabled=config.enabled,
+            drop_policy=config.drop_policy,
+            cascade_rounds=config.cascade_rounds,
+        )
+        self._config = config
+        self._registry = Registry()
+        self._snapshot_hooks: dict[str, tuple[SaveHook, LoadHook]] = {}
+
+    @property
+    def config(self) -> EventBusConfig:
+        """The configuration this bus was made with."""
+        return self._config
+
+    # -- subscriptions -------------------------------------------------
+    def subscribe(
+        self,
+        handler: Handler,
+        *,
+        kinds: Iterable[str] | str | None = None,
+        name: str | None = None,
+    ) -> int:
+        """Call ``handler(event)`` for every matching event from the next one on.
+
+        Parameters
+        ----------
+        handler
+            A callable taking one :class:`WorldEvent`.
+        kinds
+            Kinds and fnmatch globs (``"DELIVERY_*"``) to receive; ``None``
+            receives every kind.
+        name
+            Optional label used in error notes.
+
+        Returns
+        -------
+        int
+            The subscription id, for :meth:`unsubscribe`.
+        """
+        subscription = self._registry.add(handler, kinds, name)
+        self._routes.clear()
+        return subscription.sub_id
+
+    def unsubscribe(self, sub_id: int) -> None:
+        """Stop a subscription from the next event on.
+
+        Raises
+        ------
+        KeyError
+            No subscription has this id (or it was already removed).
+        """
+        self._registry.remove(sub_id)
+        self._routes.clear()
+
+    def subscriptions(self) -> list[Subscription]:
+        """The live subscriptions, in subscription order."""
+        return list(self._registry)
+
+    def _resolve_route(self, kind: str) -> tuple[tuple[Handler, Subscription], ...]:
+        return self._registry.route(kind)
+
+    def _on_handler_error(
+        self, event: WorldEvent, subscription: object, error: Exception
+    ) -> bool:
+        error.add_note(
+            f"ringbus: raised while delivering seq={event.seq} kind={event.kind!r} "
+            f"to {subscription!r}"
+        )
+        if self._config.error_policy == "log":
+            logger.error(
+                "handler %r failed on seq=%d kind=%s",
+                subscription,
+                event.seq,
+                event.kind,
+                exc_info=error,
+            )
+            return False
+        return True
+
+    # -- reading -------------------------------------------------------
+    def get_since(  # type: ignore[override]
+        self,
+        seq: int,
+        *,
+        kinds: Iterable[str] | str | None = None,
+        limit: int | None = None,
+    ) -> list[WorldEvent]:
+        """Retained events with ``.seq > seq``, oldest first.
+
+        Parameters
+        ----------
+        seq
+            A cursor: the last seq the reader has seen (0 for everything).
+            If it has been overwritten, what is still retained comes back;
+            compare with :meth:`oldest_seq` to see the gap.
+        kinds
+            Only these kinds (exact or fnmatch globs).
+        limit
+            At most this many events, oldest first.
+        """
+        selector = None if kinds is None else KindSelector(kinds)
+        return super().get_since(seq, selector, limit)
+
+    def event_from_dict(self, data: dict[str, Any]) -> WorldEvent:
+        """Build an event of this bus's core from :meth:`WorldEvent.to_dict` output."""
+        return self._world_event.from_dict(data)  # type: ignore[no-any-return]
+
+    # -- snapshots -----------------------------------------------------
+    def add_snapshot_hook(self, name: str, save: SaveHook, load: LoadHook) -> None:
+        """Let a subscriber's state travel in :meth:`snapshot`.
+
+        Parameters
+        ----------
+        name
+            Unique key of the state in the snapshot.
+        save
+            Returns the state as JSON-ready data.
+        load
+            Takes what ``save`` returned and restores the state.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"snapshot hook name must be a non-empty str, got {name!r}")
+        if not callable(save) or not callable(load):
+            raise TypeError("snapshot hook save and load must be callable")
+        if name in self._snapshot_hooks:
+            raise ValueError(f"a snapshot hook named {name!r} is already registered")
+        self._snapshot_hooks[name] = (save, load)
+
+    def remove_snapshot_hook(self, name: str) -> None:
+        """Forget a snapshot hook.
+
+        Raises
+        ------
+        KeyError
+            No hook has this name.
+        """
+        try:
+            del self._snapshot_hooks[name]
+        except KeyError:
+            raise KeyError(f"no snapshot hook named {name!r}") from None
+
+    def snapshot(self, *, debug_events: bool | int = False) -> dict[str, Any]:
+        """Return the bus state as a JSON-serialisable dict.
+
+        It holds the seq counter, the clock, the configuration, the events
+        still pending (so nothing accepted is lost) and each snapshot hook's
+        state — not the ring, unless ``debug_events`` asks for the last
+        ``snapshot_debug_events`` (``True``) or N (an int) retained events.
+        """
+        hooks: dict[str, Any] = {}
+        for name, (save, _load) in self._snapshot_hooks.items():
+            try:
+                hooks[name] = json.loads(json.dumps(save(), allow_nan=False))
+            except (TypeError, ValueError) as error:
+                raise TypeError(
+                    f"snapshot hook {name!r} returned state that is not JSON-serialisable: {error}"
+                ) from error
+        state: dict[str, Any] = {
+            "format": SNAPSHOT_FORMAT,
+            "version": SNAPSHOT_VERSION,
+            "seq": self.latest_seq(),
+            "tick": self.tick,
+            "day": self.day,
+            "config": self._config.to_dict(),
+            "pending": [event.to_dict() for event in self.pending_events()],
+            "hooks": hooks,
+        }
+        if debug_events is not False:
+            count = (
+                self._config.snapshot_debug_events
+                if debug_events is True
+                else check_clock("debug_events", debug_events)
+            )
+            recent = self.get_since(max(0, self.latest_seq() - count)) if count else []
+            state["debug_events"] = [event.to_dict() for event in recent[-count:] if count]
+        return state
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Continue from ``snapshot`` on this fresh bus.
+
+        Register the snapshot hooks first (attach the subscribers), then
+        restore: the seq counter, the clock and the pending events come
+        back, and each hook's ``load`` gets its state. The run continues with
+        the same seqs as the uninterrupted one.
+
+        Raises
+        ------
+        ValueError
+            The bus has already accepted events, the snapshot is malformed, or
+            it carries state for a hook that is not registered.
+        """
+        if self.latest_seq() or self.pending_count() or len(self):
+            raise ValueError("restore() needs a fresh bus: this one has already accepted events")
+        if not isinstance(snapshot, dict):
+            raise TypeError(f"snapshot must be a dict, got {type(snapshot).__name__}")
+        if snapshot.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"not a ringbus snapshot (format={snapshot.get('format')!r})")
+        if snapshot.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(
+                f"unsupported snapshot version {snapshot.get('version')!r}; "
+                f"this ringbus reads version {SNAPSHOT_VERSION}"
+            )
+        for key in ("seq", "tick", "day", "pending", "hooks"):
+            if key not in snapshot:
+                raise ValueError(f"snapshot is missing {key!r}")
+        seq = check_clock("seq", snapshot["seq"])
+        hooks = snapshot["hooks"]
+        if not isinstance(hooks, dict):
+            raise ValueError("snapshot 'hooks' must be a dict")
+        unknown = sorted(set(hooks) - set(self._snapshot_hooks))
+        if unknown:
+            raise ValueError(
+                f"snapshot carries state for hooks {', '.join(map(repr, unknown))} that are "
+                "not registered on this bus: attach those subscribers before restore()"
+            )
+        if not isinstance(snapshot["pending"], list):
+            raise ValueError("snapshot 'pending' must be a list")
+        pending = [self.event_from_dict(item) for item in snapshot["pending"]]
+        if pending and pending[-1].seq > seq:
+            raise ValueError("snapshot has pending events after its seq")
+        self.set_clock(snapshot["tick"], snapshot["day"])
+        if pending:
+            self._skip_to(pending[0].seq - 1)
+            for event in pending:
+                self.ingest(event)
+        self._skip_to(seq)
+        for name, state in hooks.items():
+            self._snapshot_hooks[name][1](state)
+
+    @classmethod
+    def from_snapshot(
+        cls, snapshot: dict[str, Any], config: EventBusConfig | None = None
+    ) -> Any:
+        """A new bus continuing from ``snapshot`` (its own config unless given).
+
+        For snapshots that carry subscriber state, make the bus, attach the
+        subscribers, then call :meth:`restore` instead.
+        """
+        if config is None:
+            if not isinstance(snapshot, dict) or "config" not in snapshot:
+                raise ValueError("snapshot has no 'config'; pass config=")
+            config = EventBusConfig.from_dict(snapshot["config"])
+        bus = cls(config)
+        bus.restore(snapshot)
+        return bus
+
+    def __repr__(self) -> str:
+        return (
+            f"<EventBus {self._config.name!r} seq={self.latest_seq()} "
+            f"retained={len(self)} pending={self.pending_count()} "
+            f"subscriptions={len(self._registry)}>"
+        )
+
+
+
+
+class EventBus(EventBusBase, RingCore):
+    __doc__ = EventBusBase.__doc__
+    _world_event = WorldEvent
+
+
+_variants: dict[str, type[EventBus]] = {_backend.RingCore.__module__: EventBus}
+
+
+def bus_class_for(core: ModuleType) -> type[EventBus]:
+    """Return the :class:`EventBus` class built on ``core`` (a core module).
+
+    ``ringbus.EventBus`` is built on the active core; the test suite uses
+    this to run the same facade and subscribers on both cores.
+    """
+    cls = _variants.get(core.__name__)
+    if cls is None:
+        cls = type(
+            "EventBus",
+            (EventBusBase, core.RingCore),
+            {"__doc__": EventBusBase.__doc__, "_world_event": core.WorldEvent,
+             "__module__": __name__},
+        )
+        _variants[core.__name__] = cls
+    return cls

@@ -1,0 +1,114 @@
+"""Configuration of an :class:`~ringbus.EventBus`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ._normalise import MAX_PAYLOAD_ITEMS_LIMIT
+
+__all__ = ["DROP_POLICIES", "ERROR_POLICIES", "EventBusConfig"]
+
+DROP_POLICIES = ("DROP_OLDEST", "RAISE")
+ERROR_POLICIES = ("raise", "log")
+
+
+def _positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"EventBusConfig.{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"EventBusConfig.{name} must be >= 1, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class EventBusConfig:
+    """How an :class:`~ringbus.EventBus` behaves.
+
+    Parameters
+    ----------
+    enabled
+        ``False`` makes :meth:`~ringbus.EventBus.publish` a cheap no-op that
+        returns 0 and stores nothing.
+    max_events
+        Slots in the ring (preallocated); publishing past it overwrites the
+        oldest event.
+    max_payload_items
+        Largest number of payload pairs kept per event (1 to 64); a longer
+        payload is cut and ends with ``("__truncated__", True)``.
+    drop_policy
+        ``"DROP_OLDEST"`` overwrites the oldest event when the ring is full;
+        ``"RAISE"`` refuses the new event with :class:`~ringbus.RingFullError`.
+    max_pending
+        Largest number of events waiting for :meth:`~ringbus.EventBus.drain`;
+        one more raises :class:`~ringbus.PendingOverflowError`.
+    cascade_rounds
+        Rounds one ``drain()`` may run: 1 leaves events that handlers publish
+        for the next drain; more dispatches them breadth-first in the same
+        call and raises :class:`~ringbus.CascadeLimitError` past the bound.
+    error_policy
+        What a raising handler leads to: ``"raise"`` (all errors raised
+        together as an ``ExceptionGroup`` after the drain) or ``"log"``
+        (logged on the ``ringbus`` logger).
+    snapshot_debug_events
+        How many recent events ``snapshot(debug_events=True)`` carries.
+    name
+        The bus's identity, carried by transports and bridges.
+    """
+
+    enabled: bool = True
+    max_events: int = 50_000
+    max_payload_items: int = 12
+    drop_policy: str = "DROP_OLDEST"
+    max_pending: int = 1_000_000
+    cascade_rounds: int = 1
+    error_policy: str = "raise"
+    snapshot_debug_events: int = 100
+    name: str = "bus"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise TypeError(
+                f"EventBusConfig.enabled must be a bool, got {type(self.enabled).__name__}"
+            )
+        for name in ("max_events", "max_payload_items", "max_pending", "cascade_rounds"):
+            _positive(name, getattr(self, name))
+        if self.max_payload_items > MAX_PAYLOAD_ITEMS_LIMIT:
+            raise ValueError(
+                f"EventBusConfig.max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, "
+                f"got {self.max_payload_items}"
+            )
+        if self.drop_policy not in DROP_POLICIES:
+            raise ValueError(
+                f"EventBusConfig.drop_policy must be one of {', '.join(DROP_POLICIES)}, "
+                f"got {self.drop_policy!r}"
+            )
+        if self.error_policy not in ERROR_POLICIES:
+            raise ValueError(
+                f"EventBusConfig.error_policy must be one of {', '.join(ERROR_POLICIES)}, "
+                f"got {self.error_policy!r}"
+            )
+        if isinstance(self.snapshot_debug_events, bool) or not isinstance(
+            self.snapshot_debug_events, int
+        ) or self.snapshot_debug_events < 0:
+            raise ValueError(
+                "EventBusConfig.snapshot_debug_events must be an int >= 0, "
+                f"got {self.snapshot_debug_events!r}"
+            )
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"EventBusConfig.name must be a non-empty str, got {self.name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: object) -> EventBusConfig:
+        """Build a configuration from :meth:`to_dict` output; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise TypeError(f"config must be a dict, got {type(data).__name__}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(str(key) for key in data if key not in known)
+        if unknown:
+            raise ValueError(f"unknown EventBusConfig options: {', '.join(unknown)}")
+        return cls(**data)

@@ -1,0 +1,198 @@
+"""Validation and normalisation of event fields, shared by both cores.
+
+The compiled core checks the common case (exact ``str``/``int``/``None`` and a
+plain ``dict`` payload of scalars) in C and calls these functions for
+everything else, so both cores accept, convert and reject exactly the same
+input with exactly the same messages.
+"""
+
+from __future__ import annotations
+
+import math
+import reprlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "MAX_CLOCK",
+    "MAX_NESTING",
+    "MAX_PAYLOAD_ITEMS_LIMIT",
+    "TRUNCATED_KEY",
+    "check_clock",
+    "check_id",
+    "check_kind",
+    "check_limit",
+    "freeze_value",
+    "jsonify",
+    "normalise_payload",
+    "normalise_tags",
+]
+
+#: Key of the marker pair that ends a truncated payload.
+TRUNCATED_KEY = "__truncated__"
+#: How deep lists/tuples may nest inside a payload value.
+MAX_NESTING = 8
+#: Largest accepted ``max_payload_items`` (the ring stores pairs inline).
+MAX_PAYLOAD_ITEMS_LIMIT = 64
+#: seq, tick and day are stored as signed 64-bit integers.
+MAX_CLOCK = 2**63 - 1
+
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+
+
+def _describe(value: object) -> str:
+    return _short.repr(value)
+
+
+def check_kind(kind: object) -> str:
+    """Return ``kind`` as a plain ``str`` or raise naming what was wrong."""
+    if not isinstance(kind, str):
+        raise TypeError(f"kind must be a str, got {type(kind).__name__}")
+    if not kind:
+        raise ValueError("kind must be a non-empty string")
+    return str(kind)
+
+
+def check_clock(name: str, value: object) -> int:
+    """Return a non-negative 64-bit ``int`` (``seq``, ``tick``, ``day``)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    if value > MAX_CLOCK:
+        raise ValueError(f"{name} must be < 2**63, got {value}")
+    return int(value)
+
+
+def check_limit(limit: object) -> int | None:
+    """Validate the ``limit`` argument of ``get_since``."""
+    if limit is None:
+        return None
+    return check_clock("limit", limit)
+
+
+def check_id(name: str, value: object) -> str | None:
+    """Return an id field (``polity_id``, ``ward_id``, ...) as ``str`` or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return str(value)
+    raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+
+
+def freeze_value(key: str, value: object, depth: int = 0) -> object:
+    """Return ``value`` as an immutable, JSON-ready payload value.
+
+    Accepted: ``None``, ``bool``, ``int``, finite ``float``, ``str`` and
+    lists/tuples of these (lists become tuples), nested up to
+    :data:`MAX_NESTING` levels. Subclasses (``IntEnum``, ``StrEnum``) become
+    the plain built-in value so that events stay deterministic.
+    """
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:
+        return value
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise ValueError(f"payload value for {key!r} must be a finite float, got {value!r}")
+        return value
+    if kind is tuple or kind is list:
+        if depth >= MAX_NESTING:
+            raise ValueError(
+                f"payload value for {key!r} is nested deeper than {MAX_NESTING} levels"
+            )
+        return tuple([freeze_value(key, item, depth + 1) for item in value])  # type: ignore[attr-defined]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return freeze_value(key, float(value), depth)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return freeze_value(key, list(value), depth)
+    raise TypeError(
+        f"payload value for {key!r} has unsupported type {kind.__name__}: "
+        "use None, bool, int, float, str or a list/tuple of them"
+    )
+
+
+def normalise_payload(
+    payload: object, max_items: int | None
+) -> tuple[tuple[str, object], ...]:
+    """Turn ``payload`` into a tuple of ``(str, value)`` pairs.
+
+    Parameters
+    ----------
+    payload
+        A mapping, an iterable of ``(key, value)`` pairs, or ``None``.
+    max_items
+        Keep at most this many pairs: a longer payload keeps its first
+        ``max_items - 1`` pairs and ends with ``("__truncated__", True)``.
+        ``None`` keeps everything.
+    """
+    if payload is None:
+        return ()
+    items: Iterable[Any]
+    from_mapping = isinstance(payload, Mapping)
+    if from_mapping:
+        items = payload.items()  # type: ignore[attr-defined]
+    elif isinstance(payload, (str, bytes, bytearray)):
+        raise TypeError(
+            "payload must be a dict, an iterable of (key, value) pairs or None, "
+            f"got {type(payload).__name__}"
+        )
+    else:
+        try:
+            items = iter(payload)  # type: ignore[call-overload]
+        except TypeError:
+            raise TypeError(
+                "payload must be a dict, an iterable of (key, value) pairs or None, "
+                f"got {type(payload).__name__}"
+            ) from None
+    pairs: list[tuple[str, object]] = []
+    seen: set[str] = set()
+    for item in items:
+        if not from_mapping and (not isinstance(item, (tuple, list)) or len(item) != 2):
+            raise TypeError(f"payload item {_describe(item)} is not a (key, value) pair")
+        key, value = item
+        if type(key) is not str:
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"payload key {_describe(key)} is a {type(key).__name__}: "
+                    "payload keys must be str"
+                )
+            key = str(key)
+        if key in seen:
+            raise ValueError(f"payload key {key!r} appears more than once")
+        seen.add(key)
+        pairs.append((key, freeze_value(key, value)))
+    if max_items is not None and len(pairs) > max_items:
+        del pairs[max_items - 1 :]
+        pairs.append((TRUNCATED_KEY, True))
+    return tuple(pairs)
+
+
+def normalise_tags(tags: object) -> tuple[str, ...]:
+    """Return ``tags`` as a tuple of plain ``str``."""
+    if type(tags) is tuple and all(type(tag) is str for tag in tags):
+        return tags
+    if isinstance(tags, (str, bytes, bytearray)):
+        raise TypeError("tags must be an iterable of str, not a single string")
+    try:
+        items = tuple(tags)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"tags must be an iterable of str, got {type(tags).__name__}") from None
+    for tag in items:
+        if not isinstance(tag, str):
+            raise TypeError(f"tag {_describe(tag)} is a {type(tag).__name__}: tags must be str")
+    return tuple([str(tag) for tag in items])
+
+
+def jsonify(value: object) -> object:
+    """Return a payload value in JSON shape (tuples become lists)."""
+    if type(value) is tuple:
+        return [jsonify(item) for item in value]
+    return value

@@ -1,0 +1,596 @@
+"""Pure-Python twin of the compiled core ``ringbus._ringbus``.
+
+This module is the readable reference: the extension matches it name for
+name, result for result, exception for exception and message for message.
+It is used when the extension is not built or ``RINGBUS_NO_EXTENSIONS`` is
+set, and it is what type checkers see.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Container
+from typing import Any
+
+from ._errors import (
+    CascadeLimitError,
+    PendingOverflowError,
+    RingFullError,
+    cascade_limit_message,
+    handler_errors_message,
+    pending_overflow_message,
+    ring_full_message,
+)
+from ._normalise import (
+    MAX_PAYLOAD_ITEMS_LIMIT,
+    check_clock,
+    check_id,
+    check_kind,
+    check_limit,
+    jsonify,
+    normalise_payload,
+    normalise_tags,
+)
+
+__all__ = ["FIELDS", "DROP_POLICIES", "RingCore", "WorldEvent"]
+
+#: The fields of :class:`WorldEvent`, in order.
+FIELDS = (
+    "seq",
+    "tick",
+    "day",
+    "kind",
+    "polity_id",
+    "ward_id",
+    "actor_id",
+    "subject_id",
+    "payload",
+    "tags",
+)
+#: Accepted values of ``drop_policy``.
+DROP_POLICIES = ("DROP_OLDEST", "RAISE")
+
+Payload = tuple[tuple[str, Any], ...]
+Route = tuple[tuple[Callable[[Any], object], object], ...]
+
+_set = object.__setattr__
+_new = object.__new__
+
+
+class WorldEvent:
+    """One immutable fact of the simulated world.
+
+    Parameters
+    ----------
+    seq
+        Sequence number assigned by the bus (starts at 1, never reused).
+    tick, day
+        Simulation clock when the event happened.
+    kind
+        What happened: one of :mod:`ringbus.kinds` or any non-empty string.
+    polity_id, ward_id, actor_id, subject_id
+        Who and where (``subject_id`` is the corridor, depot, ...), or ``None``.
+    payload
+        A mapping or an iterable of ``(key, value)`` pairs; stored as a tuple
+        of pairs. Values are ``None``, ``bool``, ``int``, finite ``float``,
+        ``str`` or lists/tuples of them (stored as tuples).
+    tags
+        Free labels.
+    """
+
+    __slots__ = FIELDS
+    __match_args__ = FIELDS
+
+    seq: int
+    tick: int
+    day: int
+    kind: str
+    polity_id: str | None
+    ward_id: str | None
+    actor_id: str | None
+    subject_id: str | None
+    payload: Payload
+    tags: tuple[str, ...]
+
+    def __init__(
+        self,
+        seq: int,
+        tick: int,
+        day: int,
+        kind: str,
+        polity_id: str | None = None,
+        ward_id: str | None = None,
+        actor_id: str | None = None,
+        subject_id: str | None = None,
+        payload: object = (),
+        tags: object = (),
+    ) -> None:
+        _set(self, "seq", check_clock("seq", seq))
+        _set(self, "tick", check_clock("tick", tick))
+        _set(self, "day", check_clock("day", day))
+        _set(self, "kind", check_kind(kind))
+        _set(self, "polity_id", check_id("polity_id", polity_id))
+        _set(self, "ward_id", check_id("ward_id", ward_id))
+        _set(self, "actor_id", check_id("actor_id", actor_id))
+        _set(self, "subject_id", check_id("subject_id", subject_id))
+        _set(self, "payload", normalise_payload(payload, None))
+        _set(self, "tags", normalise_tags(tags))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"WorldEvent is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"WorldEvent is immutable: cannot delete {name!r}")
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.seq,
+            self.tick,
+            self.day,
+            self.kind,
+            self.polity_id,
+            self.ward_id,
+            self.actor_id,
+            self.subject_id,
+            self.payload,
+            self.tags,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not WorldEvent:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __ne__(self, other: object) -> bool:
+        if type(other) is not WorldEvent:
+            return NotImplemented
+        return self._key() != other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"WorldEvent(seq={self.seq}, tick={self.tick}, day={self.day}, "
+            f"kind={self.kind!r}, polity_id={self.polity_id!r}, "
+            f"ward_id={self.ward_id!r}, actor_id={self.actor_id!r}, "
+            f"subject_id={self.subject_id!r}, payload={self.payload!r}, "
+            f"tags={self.tags!r})"
+        )
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (WorldEvent, self._key())
+
+    def __copy__(self) -> WorldEvent:
+        return self
+
+    def __deepcopy__(self, memo: object) -> WorldEvent:
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the event as a new JSON-ready dict (payload as a dict, tuples as lists)."""
+        return {
+            "seq": self.seq,
+            "tick": self.tick,
+            "day": self.day,
+            "kind": self.kind,
+            "polity_id": self.polity_id,
+            "ward_id": self.ward_id,
+            "actor_id": self.actor_id,
+            "subject_id": self.subject_id,
+            "payload": {key: jsonify(value) for key, value in self.payload},
+            "tags": list(self.tags),
+        }
+
+    def payload_dict(self) -> dict[str, Any]:
+        """Return the payload as a new dict; the event is untouched."""
+        return dict(self.payload)
+
+    @classmethod
+    def from_dict(cls, data: object) -> WorldEvent:
+        """Build an event from the output of :meth:`to_dict` (e.g. a JSON line)."""
+        if not isinstance(data, dict):
+            raise TypeError(f"from_dict() takes a dict, got {type(data).__name__}")
+        missing = [name for name in FIELDS if name not in data]
+        if missing:
+            raise ValueError(f"event dict is missing {', '.join(missing)}")
+        extra = sorted(str(key) for key in data if key not in FIELDS)
+        if extra:
+            raise ValueError(f"event dict has unknown fields {', '.join(extra)}")
+        return cls(*(data[name] for name in FIELDS))
+
+
+def _make_event(
+    seq: int,
+    tick: int,
+    day: int,
+    kind: str,
+    polity_id: str | None,
+    ward_id: str | None,
+    actor_id: str | None,
+    subject_id: str | None,
+    payload: Payload,
+    tags: tuple[str, ...],
+) -> WorldEvent:
+    """Build an event from already validated fields (no checks)."""
+    event = _new(WorldEvent)
+    _set(event, "seq", seq)
+    _set(event, "tick", tick)
+    _set(event, "day", day)
+    _set(event, "kind", kind)
+    _set(event, "polity_id", polity_id)
+    _set(event, "ward_id", ward_id)
+    _set(event, "actor_id", actor_id)
+    _set(event, "subject_id", subject_id)
+    _set(event, "payload", payload)
+    _set(event, "tags", tags)
+    return event
+
+
+def _check_positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+class RingCore:
+    """The ring, the seq counter, the pending queue and the drain loop.
+
+    :class:`ringbus.EventBus` builds on this class; use that. The core keeps
+    the last ``max_events`` events in a ring that overwrites the oldest, and
+    the events published since the last drain in a bounded pending queue
+    that holds its own references, so an event is dispatched exactly once
+    even when the ring has wrapped past it.
+
+    Handlers come from per-kind routes: ``_routes`` maps a kind to a tuple of
+    ``(handler, subscription)`` entries; a kind not in it is looked up once
+    through :meth:`_resolve_route`.
+    """
+
+    def __init__(
+        self,
+        max_events: int = 50_000,
+        max_payload_items: int = 12,
+        max_pending: int = 1_000_000,
+        enabled: bool = True,
+        drop_policy: str = "DROP_OLDEST",
+        cascade_rounds: int = 1,
+    ) -> None:
+        self._max_events = _check_positive("max_events", max_events)
+        self._max_payload_items = _check_positive("max_payload_items", max_payload_items)
+        if self._max_payload_items > MAX_PAYLOAD_ITEMS_LIMIT:
+            raise ValueError(
+                f"max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, "
+                f"got {max_payload_items}"
+            )
+        self._max_pending = _check_positive("max_pending", max_pending)
+        if drop_policy not in DROP_POLICIES:
+            raise ValueError(
+                f"drop_policy must be one of {', '.join(DROP_POLICIES)}, got {drop_policy!r}"
+            )
+        self._raise_when_full = drop_policy == "RAISE"
+        self._cascade_rounds = _check_positive("cascade_rounds", cascade_rounds)
+        self._enabled = bool(enabled)
+        self._ring: deque[WorldEvent] = deque(maxlen=self._max_events)
+        self._pending: deque[WorldEvent] = deque()
+        self._routes: dict[str, Route] = {}
+        self._seq = 0
+        self._tick = 0
+        self._day = 0
+        self._draining = False
+        self._published = 0
+        self._dispatched = 0
+        self._delivered = 0
+        self._handler_errors = 0
+        self._overwritten = 0
+
+    # -- configuration -------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        """Whether :meth:`publish` stores events (``False``: a cheap no-op)."""
+        return self._enabled
+
+    @property
+    def max_events(self) -> int:
+        """Number of slots in the ring."""
+        return self._max_events
+
+    @property
+    def max_payload_items(self) -> int:
+        """Largest number of payload pairs an event keeps."""
+        return self._max_payload_items
+
+    @property
+    def max_pending(self) -> int:
+        """Largest number of events waiting for :meth:`drain`."""
+        return self._max_pending
+
+    # -- clock ---------------------------------------------------------
+    @property
+    def tick(self) -> int:
+        """The bus clock's tick, used when :meth:`publish` is given none."""
+        return self._tick
+
+    @property
+    def day(self) -> int:
+        """The bus clock's day, used when :meth:`publish` is given none."""
+        return self._day
+
+    def set_clock(self, tick: int, day: int | None = None) -> None:
+        """Set the bus clock (once per tick, from the sim loop).
+
+        Parameters
+        ----------
+        tick
+            The current tick.
+        day
+            The current day; ``None`` keeps the current one.
+        """
+        tick = check_clock("tick", tick)
+        if day is not None:
+            self._day = check_clock("day", day)
+        self._tick = tick
+
+    # -- publishing ----------------------------------------------------
+    def publish(
+        self,
+        kind: str,
+        tick: int | None = None,
+        day: int | None = None,
+        *,
+        polity_id: str | None = None,
+        ward_id: str | None = None,
+        actor_id: str | None = None,
+        subject_id: str | None = None,
+        payload: object = None,
+        tags: object = (),
+    ) -> int:
+        """Accept one event and return its seq (``0`` when the bus is disabled).
+
+        Parameters
+        ----------
+        kind
+            What happened (see :mod:`ringbus.kinds`).
+        tick, day
+            Sim clock; ``None`` takes the bus clock.
+        polity_id, ward_id, actor_id, subject_id
+            Who and where, ``str`` or ``None``.
+        payload
+            A dict, an iterable of ``(key, value)`` pairs, or ``None``.
+            More than ``max_payload_items`` pairs are cut to exactly that
+            many, the last being ``("__truncated__", True)``.
+        tags
+            An iterable of ``str``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A field is of the wrong type or value; the message names it.
+        PendingOverflowError
+            ``max_pending`` events are already waiting for :meth:`drain`.
+        RingFullError
+            The ring is full and ``drop_policy`` is ``"RAISE"``.
+        """
+        if not self._enabled:
+            return 0
+        kind = check_kind(kind)
+        tick_value = self._tick if tick is None else check_clock("tick", tick)
+        day_value = self._day if day is None else check_clock("day", day)
+        polity_id = check_id("polity_id", polity_id)
+        ward_id = check_id("ward_id", ward_id)
+        actor_id = check_id("actor_id", actor_id)
+        subject_id = check_id("subject_id", subject_id)
+        pairs = normalise_payload(payload, self._max_payload_items)
+        tag_tuple = normalise_tags(tags)
+        self._admit()
+        self._seq += 1
+        event = _make_event(
+            self._seq,
+            tick_value,
+            day_value,
+            kind,
+            polity_id,
+            ward_id,
+            actor_id,
+            subject_id,
+            pairs,
+            tag_tuple,
+        )
+        self._store(event)
+        return self._seq
+
+    def ingest(self, event: WorldEvent) -> int:
+        """Accept an already built event, keeping its seq (replay, restore).
+
+        The event's seq must be greater than :meth:`latest_seq`; gaps are
+        allowed (a journal may hold only some kinds). Returns the seq, or
+        ``0`` when the bus is disabled.
+        """
+        if not self._enabled:
+            return 0
+        if type(event) is not WorldEvent:
+            raise TypeError(f"ingest() takes a WorldEvent, got {type(event).__name__}")
+        if event.seq <= self._seq:
+            raise ValueError(
+                f"event seq {event.seq} is not after latest_seq {self._seq}: "
+                "ingested seqs must increase"
+            )
+        if len(event.payload) > self._max_payload_items:
+            raise ValueError(
+                f"event seq {event.seq} has {len(event.payload)} payload items, "
+                f"more than max_payload_items={self._max_payload_items}"
+            )
+        self._admit()
+        self._seq = event.seq
+        self._store(event)
+        return self._seq
+
+    def _admit(self) -> None:
+        if len(self._pending) >= self._max_pending:
+            raise PendingOverflowError(pending_overflow_message(self._max_pending))
+        if self._raise_when_full and len(self._ring) >= self._max_events:
+            raise RingFullError(ring_full_message(self._max_events))
+
+    def _store(self, event: WorldEvent) -> None:
+        if len(self._ring) == self._max_events:
+            self._overwritten += 1
+        self._ring.append(event)
+        self._pending.append(event)
+        self._published += 1
+
+    def _skip_to(self, seq: int) -> None:
+        """Move the seq counter forward so the next event gets ``seq + 1``."""
+        seq = check_clock("seq", seq)
+        if seq < self._seq:
+            raise ValueError(f"cannot move seq back from {self._seq} to {seq}")
+        self._seq = seq
+
+    # -- dispatch ------------------------------------------------------
+    def _resolve_route(self, kind: str) -> Route:
+        """Return the ``(handler, subscription)`` entries for ``kind``."""
+        return ()
+
+    def _on_handler_error(self, event: WorldEvent, subscription: object, error: Exception) -> bool:
+        """Called when a handler raised; return True to raise it after the drain."""
+        return True
+
+    def drain(self, max_rounds: int | None = None) -> int:
+        """Dispatch the pending events, in seq order; return how many.
+
+        Each event goes to each matching subscriber in subscription order.
+        Events published by handlers wait for the next drain, or, when
+        ``max_rounds`` (default: the configured ``cascade_rounds``) is above
+        one, for the next round of this drain.
+
+        Raises
+        ------
+        ExceptionGroup
+            One or more handlers raised and the error policy says to raise:
+            raised once every event has been delivered to every subscriber.
+        CascadeLimitError
+            Handlers were still publishing after ``max_rounds`` rounds; their
+            events stay pending.
+        RuntimeError
+            ``drain()`` was called from inside a handler.
+        """
+        rounds = self._cascade_rounds if max_rounds is None else _check_positive(
+            "max_rounds", max_rounds
+        )
+        if self._draining:
+            raise RuntimeError(
+                "drain() was called from inside a handler; events published by "
+                "handlers are dispatched by the next drain (or round)"
+            )
+        self._draining = True
+        errors: list[Exception] = []
+        total = 0
+        pending = self._pending
+        routes = self._routes
+        try:
+            for _ in range(rounds):
+                count = len(pending)
+                if not count:
+                    break
+                for _ in range(count):
+                    event = pending[0]
+                    route = routes.get(event.kind)
+                    if route is None:
+                        route = self._resolve_route(event.kind)
+                        if type(route) is not tuple:
+                            raise TypeError("_resolve_route() must return a tuple")
+                        routes[event.kind] = route
+                    pending.popleft()
+                    self._dispatched += 1
+                    total += 1
+                    for handler, subscription in route:
+                        try:
+                            handler(event)
+                        except Exception as error:
+                            self._handler_errors += 1
+                            if self._on_handler_error(event, subscription, error):
+                                errors.append(error)
+                        else:
+                            self._delivered += 1
+        finally:
+            self._draining = False
+        left = len(pending)
+        if rounds > 1 and left:
+            cascade = CascadeLimitError(cascade_limit_message(rounds, left))
+            if not errors:
+                raise cascade
+            errors.append(cascade)
+        if errors:
+            raise ExceptionGroup(handler_errors_message(len(errors)), errors)
+        return total
+
+    # -- reading -------------------------------------------------------
+    def _retained(self) -> tuple[WorldEvent, ...]:
+        # Another thread may append while we copy; copy again until clean.
+        while True:
+            try:
+                return tuple(self._ring)
+            except RuntimeError:
+                continue
+
+    def get_since(
+        self, seq: int, kinds: Container[str] | None = None, limit: int | None = None
+    ) -> list[WorldEvent]:
+        """Return retained events with ``.seq > seq``, oldest first.
+
+        Parameters
+        ----------
+        seq
+            Return only events after this seq (0: everything retained).
+        kinds
+            If given, only events whose kind is ``in kinds``.
+        limit
+            At most this many events (the oldest of those that match).
+        """
+        seq = check_clock("seq", seq)
+        limit = check_limit(limit)
+        retained = self._retained()
+        start = len(retained)
+        while start and retained[start - 1].seq > seq:
+            start -= 1
+        out: list[WorldEvent] = []
+        for event in retained[start:]:
+            if limit is not None and len(out) >= limit:
+                break
+            if kinds is not None and event.kind not in kinds:
+                continue
+            out.append(event)
+        return out
+
+    def latest_seq(self) -> int:
+        """Seq of the newest accepted event (``0`` before the first)."""
+        return self._seq
+
+    def oldest_seq(self) -> int:
+        """Seq of the oldest retained event (``0`` when none is retained)."""
+        retained = self._retained()
+        return retained[0].seq if retained else 0
+
+    def pending_count(self) -> int:
+        """Number of events waiting for :meth:`drain`."""
+        return len(self._pending)
+
+    def pending_events(self) -> list[WorldEvent]:
+        """The events waiting for :meth:`drain`, oldest first."""
+        return list(self._pending)
+
+    def __len__(self) -> int:
+        return len(self._ring)
+
+    def stats(self) -> dict[str, int]:
+        """Counters: published, dispatched, delivered, handler_errors, overwritten, pending, retained."""
+        return {
+            "published": self._published,
+            "dispatched": self._dispatched,
+            "delivered": self._delivered,
+            "handler_errors": self._handler_errors,
+            "overwritten": self._overwritten,
+            "pending": len(self._pending),
+            "retained": len(self._ring),
+        }
