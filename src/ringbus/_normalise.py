@@ -22,6 +22,8 @@ __all__ = [
     "check_id",
     "check_kind",
     "check_limit",
+    "check_positive",
+    "event_args_from_dict",
     "freeze_value",
     "jsonify",
     "normalise_payload",
@@ -64,6 +66,28 @@ def check_clock(name: str, value: object) -> int:
     if value > MAX_CLOCK:
         raise ValueError(f"{name} must be < 2**63, got {value}")
     return int(value)
+
+
+def check_positive(name: str, value: object) -> int:
+    """Return ``value`` as an ``int`` >= 1 (sizes and bounds)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def event_args_from_dict(data: object, fields: tuple[str, ...]) -> tuple[object, ...]:
+    """Check a ``to_dict()``-shaped dict and return its values in field order."""
+    if not isinstance(data, dict):
+        raise TypeError(f"from_dict() takes a dict, got {type(data).__name__}")
+    missing = [name for name in fields if name not in data]
+    if missing:
+        raise ValueError(f"event dict is missing {', '.join(missing)}")
+    extra = sorted(str(key) for key in data if key not in fields)
+    if extra:
+        raise ValueError(f"event dict has unknown fields {', '.join(extra)}")
+    return tuple(data[name] for name in fields)
 
 
 def check_limit(limit: object) -> int | None:
@@ -161,8 +185,8 @@ def normalise_payload(
         if type(key) is not str:
             if not isinstance(key, str):
                 raise TypeError(
-                    f"payload key {_describe(key)} is a {type(key).__name__}: "
-                    "payload keys must be str"
+                    f"payload key {_describe(key)} is not a str "
+                    f"(got {type(key).__name__}): payload keys must be str"
                 )
             key = str(key)
         if key in seen:
@@ -187,7 +211,9 @@ def normalise_tags(tags: object) -> tuple[str, ...]:
         raise TypeError(f"tags must be an iterable of str, got {type(tags).__name__}") from None
     for tag in items:
         if not isinstance(tag, str):
-            raise TypeError(f"tag {_describe(tag)} is a {type(tag).__name__}: tags must be str")
+            raise TypeError(
+                f"tag {_describe(tag)} is not a str (got {type(tag).__name__}): tags must be str"
+            )
     return tuple([str(tag) for tag in items])
 
 

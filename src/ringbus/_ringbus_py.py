@@ -27,6 +27,8 @@ from ._normalise import (
     check_id,
     check_kind,
     check_limit,
+    check_positive,
+    event_args_from_dict,
     jsonify,
     normalise_payload,
     normalise_tags,
@@ -105,6 +107,8 @@ class WorldEvent:
         payload: object = (),
         tags: object = (),
     ) -> None:
+        if hasattr(self, "seq"):
+            raise AttributeError("WorldEvent is immutable: cannot set 'seq'")
         _set(self, "seq", check_clock("seq", seq))
         _set(self, "tick", check_clock("tick", tick))
         _set(self, "day", check_clock("day", day))
@@ -189,15 +193,7 @@ class WorldEvent:
     @classmethod
     def from_dict(cls, data: object) -> WorldEvent:
         """Build an event from the output of :meth:`to_dict` (e.g. a JSON line)."""
-        if not isinstance(data, dict):
-            raise TypeError(f"from_dict() takes a dict, got {type(data).__name__}")
-        missing = [name for name in FIELDS if name not in data]
-        if missing:
-            raise ValueError(f"event dict is missing {', '.join(missing)}")
-        extra = sorted(str(key) for key in data if key not in FIELDS)
-        if extra:
-            raise ValueError(f"event dict has unknown fields {', '.join(extra)}")
-        return cls(*(data[name] for name in FIELDS))
+        return cls(*event_args_from_dict(data, FIELDS))  # type: ignore[arg-type]
 
 
 def _make_event(
@@ -227,14 +223,6 @@ def _make_event(
     return event
 
 
-def _check_positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
 class RingCore:
     """The ring, the seq counter, the pending queue and the drain loop.
 
@@ -258,20 +246,20 @@ class RingCore:
         drop_policy: str = "DROP_OLDEST",
         cascade_rounds: int = 1,
     ) -> None:
-        self._max_events = _check_positive("max_events", max_events)
-        self._max_payload_items = _check_positive("max_payload_items", max_payload_items)
+        self._max_events = check_positive("max_events", max_events)
+        self._max_payload_items = check_positive("max_payload_items", max_payload_items)
         if self._max_payload_items > MAX_PAYLOAD_ITEMS_LIMIT:
             raise ValueError(
                 f"max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, "
                 f"got {max_payload_items}"
             )
-        self._max_pending = _check_positive("max_pending", max_pending)
+        self._max_pending = check_positive("max_pending", max_pending)
         if drop_policy not in DROP_POLICIES:
             raise ValueError(
                 f"drop_policy must be one of {', '.join(DROP_POLICIES)}, got {drop_policy!r}"
             )
         self._raise_when_full = drop_policy == "RAISE"
-        self._cascade_rounds = _check_positive("cascade_rounds", cascade_rounds)
+        self._cascade_rounds = check_positive("cascade_rounds", cascade_rounds)
         self._enabled = bool(enabled)
         self._ring: deque[WorldEvent] = deque(maxlen=self._max_events)
         self._pending: deque[WorldEvent] = deque()
@@ -285,6 +273,9 @@ class RingCore:
         self._delivered = 0
         self._handler_errors = 0
         self._overwritten = 0
+
+    def __reduce__(self) -> object:
+        raise TypeError(f"{type(self).__name__} cannot be pickled: use snapshot()")
 
     # -- configuration -------------------------------------------------
     @property
@@ -475,7 +466,7 @@ class RingCore:
         RuntimeError
             ``drain()`` was called from inside a handler.
         """
-        rounds = self._cascade_rounds if max_rounds is None else _check_positive(
+        rounds = self._cascade_rounds if max_rounds is None else check_positive(
             "max_rounds", max_rounds
         )
         if self._draining:

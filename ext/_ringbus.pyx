@@ -1,0 +1,861 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, embedsignature=True
+"""Compiled core of ringbus: the ring, the seq counter, the pending queue and
+the drain loop, plus the ``WorldEvent`` record.
+
+It matches the pure-Python twin ``ringbus._ringbus_py`` name for name,
+result for result, exception for exception and message for message; read
+that module for the behaviour. What differs is storage: the ring keeps each
+event's fields in preallocated C arrays (payload pairs inline), so publishing
+allocates nothing; a ``WorldEvent`` is built only when a subscriber or a
+reader asks for it.
+"""
+
+cimport cython
+from cpython.object cimport PyObject
+from libc.math cimport isfinite
+from libc.string cimport memcpy, memset
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.unicode cimport PyUnicode_GET_LENGTH
+from cpython.dict cimport PyDict_Next, PyDict_GetItem
+from cpython.tuple cimport PyTuple_New
+
+from collections import deque
+
+from ringbus._errors import (
+    CascadeLimitError,
+    PendingOverflowError,
+    RingFullError,
+    cascade_limit_message,
+    handler_errors_message,
+    pending_overflow_message,
+    ring_full_message,
+)
+from ringbus._normalise import (
+    MAX_PAYLOAD_ITEMS_LIMIT,
+    check_clock,
+    check_id,
+    check_kind,
+    check_limit,
+    check_positive,
+    event_args_from_dict,
+    jsonify,
+    normalise_payload,
+    normalise_tags,
+)
+
+cdef extern from "Python.h":
+    ctypedef struct _TypeObject "PyTypeObject":
+        pass
+    _TypeObject* _type_of "Py_TYPE"(PyObject* o)
+    _TypeObject _str_type "PyUnicode_Type"
+    _TypeObject _int_type "PyLong_Type"
+    _TypeObject _bool_type "PyBool_Type"
+    _TypeObject _float_type "PyFloat_Type"
+    PyObject* _none "Py_None"
+    double _float_value "PyFloat_AS_DOUBLE"(PyObject* o)
+    void _incref "Py_INCREF"(PyObject* o)
+    void _xdecref "Py_XDECREF"(PyObject* o)
+    void _tuple_set "PyTuple_SET_ITEM"(object tup, Py_ssize_t i, PyObject* o)
+    PyObject* _tuple_get "PyTuple_GET_ITEM"(object tup, Py_ssize_t i)
+    void PyObject_GC_UnTrack(void* op)
+
+__all__ = ["FIELDS", "DROP_POLICIES", "RingCore", "WorldEvent"]
+
+FIELDS = (
+    "seq",
+    "tick",
+    "day",
+    "kind",
+    "polity_id",
+    "ward_id",
+    "actor_id",
+    "subject_id",
+    "payload",
+    "tags",
+)
+DROP_POLICIES = ("DROP_OLDEST", "RAISE")
+
+# Per-slot layout: four 64-bit ints in _meta, then object pointers in _objs.
+cdef enum:
+    M_SEQ = 0
+    M_TICK = 1
+    M_DAY = 2
+    M_NPAIRS = 3
+    M_STRIDE = 4
+    O_KIND = 0
+    O_POLITY = 1
+    O_WARD = 2
+    O_ACTOR = 3
+    O_SUBJECT = 4
+    O_TAGS = 5
+    O_PAIRS = 6
+    MAX_FLAT = 128  # 2 * MAX_PAYLOAD_ITEMS_LIMIT
+
+assert MAX_FLAT == 2 * MAX_PAYLOAD_ITEMS_LIMIT
+
+cdef tuple _EMPTY = ()
+
+
+cdef inline long long _clock_arg(str name, object value) except -1:
+    cdef int overflow = 0
+    cdef long long number
+    if type(value) is int:
+        number = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow == 0 and number >= 0:
+            return number
+    return check_clock(name, value)
+
+
+cdef inline bint _scalar(PyObject* value) noexcept:
+    cdef _TypeObject* kind = _type_of(value)
+    if value == _none or kind == &_str_type or kind == &_int_type or kind == &_bool_type:
+        return True
+    return kind == &_float_type and isfinite(_float_value(value))
+
+
+cdef inline bint _scalar_dict(dict payload, PyObject** buf, Py_ssize_t* count) noexcept:
+    """Copy borrowed pointers of a dict of str keys and scalar values into buf."""
+    cdef Py_ssize_t pos = 0
+    cdef Py_ssize_t i = 0
+    cdef PyObject* key
+    cdef PyObject* value
+    while PyDict_Next(payload, &pos, &key, &value):
+        if _type_of(key) != &_str_type or not _scalar(value):
+            return False
+        buf[i] = key
+        buf[i + 1] = value
+        i += 2
+    count[0] = i >> 1
+    return True
+
+
+cdef inline bint _str_tuple(tuple tags) noexcept:
+    cdef Py_ssize_t i
+    for i in range(len(tags)):
+        if _type_of(_tuple_get(tags, i)) != &_str_type:
+            return False
+    return True
+
+
+cdef tuple _pairs_from_flat(tuple flat):
+    cdef Py_ssize_t i
+    return tuple([(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)])
+
+
+cdef tuple _flat_from_pairs(tuple pairs):
+    cdef list flat = []
+    for key, value in pairs:
+        flat.append(key)
+        flat.append(value)
+    return tuple(flat)
+
+
+@cython.freelist(256)
+@cython.no_gc
+@cython.auto_pickle(False)
+cdef class WorldEvent:
+    """One immutable fact of the simulated world.
+
+    Parameters
+    ----------
+    seq
+        Sequence number assigned by the bus (starts at 1, never reused).
+    tick, day
+        Simulation clock when the event happened.
+    kind
+        What happened: one of :mod:`ringbus.kinds` or any non-empty string.
+    polity_id, ward_id, actor_id, subject_id
+        Who and where (``subject_id`` is the corridor, depot, ...), or ``None``.
+    payload
+        A mapping or an iterable of ``(key, value)`` pairs; stored as a tuple
+        of pairs. Values are ``None``, ``bool``, ``int``, finite ``float``,
+        ``str`` or lists/tuples of them (stored as tuples).
+    tags
+        Free labels.
+    """
+
+    # Holds only str, int, None and tuples of atomic values: it can never be
+    # part of a reference cycle, so it stays out of the cyclic GC (no_gc).
+    cdef long long _seq
+    cdef long long _tick
+    cdef long long _day
+    cdef object _kind
+    cdef object _polity_id
+    cdef object _ward_id
+    cdef object _actor_id
+    cdef object _subject_id
+    cdef tuple _flat
+    cdef tuple _pairs
+    cdef tuple _tags
+
+    __match_args__ = FIELDS
+
+    def __init__(
+        self,
+        seq,
+        tick,
+        day,
+        kind,
+        polity_id=None,
+        ward_id=None,
+        actor_id=None,
+        subject_id=None,
+        payload=(),
+        tags=(),
+    ):
+        if self._flat is not None:
+            raise AttributeError("WorldEvent is immutable: cannot set 'seq'")
+        cdef long long seq_value = check_clock("seq", seq)
+        cdef long long tick_value = check_clock("tick", tick)
+        cdef long long day_value = check_clock("day", day)
+        kind = check_kind(kind)
+        polity_id = check_id("polity_id", polity_id)
+        ward_id = check_id("ward_id", ward_id)
+        actor_id = check_id("actor_id", actor_id)
+        subject_id = check_id("subject_id", subject_id)
+        cdef tuple pairs = normalise_payload(payload, None)
+        tags = normalise_tags(tags)
+        self._seq = seq_value
+        self._tick = tick_value
+        self._day = day_value
+        self._kind = kind
+        self._polity_id = polity_id
+        self._ward_id = ward_id
+        self._actor_id = actor_id
+        self._subject_id = subject_id
+        self._pairs = pairs
+        self._tags = tags
+        self._flat = _flat_from_pairs(pairs)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"WorldEvent is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"WorldEvent is immutable: cannot delete {name!r}")
+
+    @property
+    def seq(self):
+        return self._seq
+
+    @property
+    def tick(self):
+        return self._tick
+
+    @property
+    def day(self):
+        return self._day
+
+    @property
+    def kind(self):
+        return self._kind
+
+    @property
+    def polity_id(self):
+        return self._polity_id
+
+    @property
+    def ward_id(self):
+        return self._ward_id
+
+    @property
+    def actor_id(self):
+        return self._actor_id
+
+    @property
+    def subject_id(self):
+        return self._subject_id
+
+    @property
+    def payload(self):
+        # Built on first read: handlers that only count never pay for pairs.
+        if self._pairs is None:
+            self._pairs = _pairs_from_flat(self._flat)
+        return self._pairs
+
+    @property
+    def tags(self):
+        return self._tags
+
+    cdef tuple _key(self):
+        return (
+            self._seq,
+            self._tick,
+            self._day,
+            self._kind,
+            self._polity_id,
+            self._ward_id,
+            self._actor_id,
+            self._subject_id,
+            self.payload,
+            self._tags,
+        )
+
+    def __eq__(self, other):
+        if type(other) is not WorldEvent:
+            return NotImplemented
+        return self._key() == (<WorldEvent>other)._key()
+
+    def __ne__(self, other):
+        if type(other) is not WorldEvent:
+            return NotImplemented
+        return self._key() != (<WorldEvent>other)._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return (
+            f"WorldEvent(seq={self._seq}, tick={self._tick}, day={self._day}, "
+            f"kind={self._kind!r}, polity_id={self._polity_id!r}, "
+            f"ward_id={self._ward_id!r}, actor_id={self._actor_id!r}, "
+            f"subject_id={self._subject_id!r}, payload={self.payload!r}, "
+            f"tags={self._tags!r})"
+        )
+
+    def __reduce__(self):
+        return (WorldEvent, self._key())
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def to_dict(self):
+        """Return the event as a new JSON-ready dict (payload as a dict, tuples as lists)."""
+        cdef dict payload = {}
+        cdef tuple flat = self._flat
+        cdef Py_ssize_t i
+        for i in range(0, len(flat), 2):
+            value = flat[i + 1]
+            payload[flat[i]] = jsonify(value) if type(value) is tuple else value
+        return {
+            "seq": self._seq,
+            "tick": self._tick,
+            "day": self._day,
+            "kind": self._kind,
+            "polity_id": self._polity_id,
+            "ward_id": self._ward_id,
+            "actor_id": self._actor_id,
+            "subject_id": self._subject_id,
+            "payload": payload,
+            "tags": list(self._tags),
+        }
+
+    def payload_dict(self):
+        """Return the payload as a new dict; the event is untouched."""
+        cdef dict payload = {}
+        cdef tuple flat = self._flat
+        cdef Py_ssize_t i
+        for i in range(0, len(flat), 2):
+            payload[flat[i]] = flat[i + 1]
+        return payload
+
+    @classmethod
+    def from_dict(cls, data):
+        """Build an event from the output of :meth:`to_dict` (e.g. a JSON line)."""
+        return cls(*event_args_from_dict(data, FIELDS))
+
+
+@cython.auto_pickle(False)
+cdef class RingCore:
+    """The ring, the seq counter, the pending queue and the drain loop.
+
+    :class:`ringbus.EventBus` builds on this class; use that. The core keeps
+    the last ``max_events`` events in a ring that overwrites the oldest, and
+    the events published since the last drain in a bounded pending queue
+    that holds its own references, so an event is dispatched exactly once
+    even when the ring has wrapped past it.
+
+    Handlers come from per-kind routes: ``_routes`` maps a kind to a tuple of
+    ``(handler, subscription)`` entries; a kind not in it is looked up once
+    through :meth:`_resolve_route`.
+    """
+
+    cdef Py_ssize_t _max_events
+    cdef Py_ssize_t _max_payload_items
+    cdef Py_ssize_t _max_pending
+    cdef Py_ssize_t _cascade_rounds
+    cdef Py_ssize_t _ostride
+    cdef bint _enabled
+    cdef bint _raise_when_full
+    cdef bint _draining
+    cdef long long _seq
+    cdef long long _tick
+    cdef long long _day
+    # Positions count stored events; position p lives in slot p % _max_events.
+    # Events at positions >= _next_pos are pending; pending events that the
+    # ring overwrote wait, as built events, in _spill.
+    cdef long long _pos
+    cdef long long _next_pos
+    cdef long long* _meta
+    cdef PyObject** _objs
+    cdef object _spill
+    cdef readonly dict _routes
+    cdef long long _published
+    cdef long long _dispatched
+    cdef long long _delivered
+    cdef long long _handler_errors
+    cdef long long _overwritten
+
+    def __cinit__(self, *args, **kwargs):
+        self._meta = NULL
+        self._objs = NULL
+        self._max_events = 0
+        self._routes = {}
+        self._spill = deque()
+
+    def __init__(
+        self,
+        max_events=50_000,
+        max_payload_items=12,
+        max_pending=1_000_000,
+        enabled=True,
+        drop_policy="DROP_OLDEST",
+        cascade_rounds=1,
+    ):
+        cdef Py_ssize_t capacity = check_positive("max_events", max_events)
+        cdef Py_ssize_t items = check_positive("max_payload_items", max_payload_items)
+        if items > MAX_PAYLOAD_ITEMS_LIMIT:
+            raise ValueError(
+                f"max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, "
+                f"got {max_payload_items}"
+            )
+        cdef Py_ssize_t pending = check_positive("max_pending", max_pending)
+        if drop_policy not in DROP_POLICIES:
+            raise ValueError(
+                f"drop_policy must be one of {', '.join(DROP_POLICIES)}, got {drop_policy!r}"
+            )
+        cdef Py_ssize_t rounds = check_positive("cascade_rounds", cascade_rounds)
+        cdef Py_ssize_t stride = O_PAIRS + 2 * items
+        if capacity > (<Py_ssize_t>1 << 40) // (stride * <Py_ssize_t>sizeof(PyObject*)):
+            raise MemoryError(f"max_events={capacity} is too large to preallocate")
+        self._release()
+        # Preallocate and touch every page now, so publishing never page-faults.
+        self._meta = <long long*>PyMem_Malloc(capacity * M_STRIDE * sizeof(long long))
+        self._objs = <PyObject**>PyMem_Malloc(capacity * stride * sizeof(PyObject*))
+        if self._meta == NULL or self._objs == NULL:
+            PyMem_Free(self._meta)
+            PyMem_Free(self._objs)
+            self._meta = NULL
+            self._objs = NULL
+            raise MemoryError(f"cannot preallocate a ring of {capacity} events")
+        memset(self._meta, 0, capacity * M_STRIDE * sizeof(long long))
+        memset(self._objs, 0, capacity * stride * sizeof(PyObject*))
+        self._max_events = capacity
+        self._max_payload_items = items
+        self._max_pending = pending
+        self._cascade_rounds = rounds
+        self._ostride = stride
+        self._raise_when_full = drop_policy == "RAISE"
+        self._enabled = bool(enabled)
+        self._routes = {}
+        self._spill = deque()
+        self._seq = 0
+        self._tick = 0
+        self._day = 0
+        self._pos = 0
+        self._next_pos = 0
+        self._draining = False
+        self._published = 0
+        self._dispatched = 0
+        self._delivered = 0
+        self._handler_errors = 0
+        self._overwritten = 0
+
+    cdef void _release(self) noexcept:
+        cdef Py_ssize_t slot, i, used
+        cdef PyObject** objs
+        if self._meta != NULL and self._objs != NULL:
+            for slot in range(self._max_events):
+                if self._meta[slot * M_STRIDE + M_SEQ] == 0:
+                    continue
+                objs = self._objs + slot * self._ostride
+                used = O_PAIRS + 2 * self._meta[slot * M_STRIDE + M_NPAIRS]
+                for i in range(used):
+                    _xdecref(objs[i])
+        PyMem_Free(self._meta)
+        PyMem_Free(self._objs)
+        self._meta = NULL
+        self._objs = NULL
+
+    def __dealloc__(self):
+        self._release()
+
+    def __reduce__(self):
+        raise TypeError(f"{type(self).__name__} cannot be pickled: use snapshot()")
+
+    # -- configuration -------------------------------------------------
+    @property
+    def enabled(self):
+        """Whether :meth:`publish` stores events (``False``: a cheap no-op)."""
+        return self._enabled
+
+    @property
+    def max_events(self):
+        """Number of slots in the ring."""
+        return self._max_events
+
+    @property
+    def max_payload_items(self):
+        """Largest number of payload pairs an event keeps."""
+        return self._max_payload_items
+
+    @property
+    def max_pending(self):
+        """Largest number of events waiting for :meth:`drain`."""
+        return self._max_pending
+
+    # -- clock ---------------------------------------------------------
+    @property
+    def tick(self):
+        """The bus clock's tick, used when :meth:`publish` is given none."""
+        return self._tick
+
+    @property
+    def day(self):
+        """The bus clock's day, used when :meth:`publish` is given none."""
+        return self._day
+
+    def set_clock(self, tick, day=None):
+        """Set the bus clock (once per tick, from the sim loop)."""
+        cdef long long tick_value = _clock_arg("tick", tick)
+        if day is not None:
+            self._day = _clock_arg("day", day)
+        self._tick = tick_value
+
+    # -- publishing ----------------------------------------------------
+    def publish(
+        self,
+        kind,
+        tick=None,
+        day=None,
+        *,
+        polity_id=None,
+        ward_id=None,
+        actor_id=None,
+        subject_id=None,
+        payload=None,
+        tags=(),
+    ):
+        """Accept one event and return its seq (``0`` when the bus is disabled)."""
+        cdef PyObject* flat[MAX_FLAT]
+        cdef Py_ssize_t count = 0
+        cdef Py_ssize_t i
+        cdef long long tick_value, day_value
+        cdef object pairs
+        if not self._enabled:
+            return 0
+        if type(kind) is not str or PyUnicode_GET_LENGTH(kind) == 0:
+            kind = check_kind(kind)
+        tick_value = self._tick if tick is None else _clock_arg("tick", tick)
+        day_value = self._day if day is None else _clock_arg("day", day)
+        if polity_id is not None and type(polity_id) is not str:
+            polity_id = check_id("polity_id", polity_id)
+        if ward_id is not None and type(ward_id) is not str:
+            ward_id = check_id("ward_id", ward_id)
+        if actor_id is not None and type(actor_id) is not str:
+            actor_id = check_id("actor_id", actor_id)
+        if subject_id is not None and type(subject_id) is not str:
+            subject_id = check_id("subject_id", subject_id)
+        if payload is not None:
+            if not (
+                type(payload) is dict
+                and len(<dict>payload) <= self._max_payload_items
+                and _scalar_dict(<dict>payload, flat, &count)
+            ):
+                # Everything but a small dict of scalars: the shared normaliser.
+                pairs = normalise_payload(payload, self._max_payload_items)
+                count = len(<tuple>pairs)
+                for i in range(count):
+                    flat[2 * i] = _tuple_get(pairs[i], 0)
+                    flat[2 * i + 1] = _tuple_get(pairs[i], 1)
+        if type(tags) is not tuple or not _str_tuple(<tuple>tags):
+            tags = normalise_tags(tags)
+        self._admit()
+        self._store(
+            self._seq + 1, tick_value, day_value, kind, polity_id, ward_id, actor_id,
+            subject_id, tags, flat, count,
+        )
+        return self._seq
+
+    def ingest(self, event):
+        """Accept an already built event, keeping its seq (replay, restore)."""
+        cdef PyObject* flat[MAX_FLAT]
+        cdef WorldEvent built
+        cdef Py_ssize_t i, count
+        if not self._enabled:
+            return 0
+        if type(event) is not WorldEvent:
+            raise TypeError(f"ingest() takes a WorldEvent, got {type(event).__name__}")
+        built = <WorldEvent>event
+        if built._seq <= self._seq:
+            raise ValueError(
+                f"event seq {built._seq} is not after latest_seq {self._seq}: "
+                "ingested seqs must increase"
+            )
+        count = len(built._flat) >> 1
+        if count > self._max_payload_items:
+            raise ValueError(
+                f"event seq {built._seq} has {count} payload items, "
+                f"more than max_payload_items={self._max_payload_items}"
+            )
+        self._admit()
+        for i in range(2 * count):
+            flat[i] = _tuple_get(built._flat, i)
+        self._store(
+            built._seq, built._tick, built._day, built._kind, built._polity_id,
+            built._ward_id, built._actor_id, built._subject_id, built._tags, flat, count,
+        )
+        return self._seq
+
+    cdef int _admit(self) except -1:
+        if self._pos - self._next_pos >= self._max_pending:
+            raise PendingOverflowError(pending_overflow_message(self._max_pending))
+        if self._raise_when_full and self._pos >= self._max_events:
+            raise RingFullError(ring_full_message(self._max_events))
+        return 0
+
+    cdef int _store(
+        self, long long seq, long long tick, long long day, object kind, object polity_id,
+        object ward_id, object actor_id, object subject_id, object tags, PyObject** flat,
+        Py_ssize_t count,
+    ) except -1:
+        cdef Py_ssize_t slot = <Py_ssize_t>(self._pos % self._max_events)
+        cdef long long* meta = self._meta + slot * M_STRIDE
+        cdef PyObject** objs = self._objs + slot * self._ostride
+        cdef PyObject* old[O_PAIRS + MAX_FLAT]
+        cdef Py_ssize_t used = 0
+        cdef Py_ssize_t i
+        if meta[M_SEQ] != 0:
+            if self._pos - self._max_events >= self._next_pos:
+                # Overwriting an event nobody has been handed yet: keep it.
+                self._spill.append(self._event_at(self._pos - self._max_events))
+            used = O_PAIRS + 2 * meta[M_NPAIRS]
+            memcpy(old, objs, used * sizeof(PyObject*))
+            self._overwritten += 1
+        meta[M_SEQ] = seq
+        meta[M_TICK] = tick
+        meta[M_DAY] = day
+        meta[M_NPAIRS] = count
+        objs[O_KIND] = <PyObject*>kind
+        objs[O_POLITY] = <PyObject*>polity_id
+        objs[O_WARD] = <PyObject*>ward_id
+        objs[O_ACTOR] = <PyObject*>actor_id
+        objs[O_SUBJECT] = <PyObject*>subject_id
+        objs[O_TAGS] = <PyObject*>tags
+        for i in range(O_PAIRS):
+            _incref(objs[i])
+        for i in range(2 * count):
+            objs[O_PAIRS + i] = flat[i]
+            _incref(flat[i])
+        self._seq = seq
+        self._pos += 1
+        self._published += 1
+        # Release what was overwritten only now: a finalizer that runs here
+        # sees a consistent ring.
+        for i in range(used):
+            _xdecref(old[i])
+        return 0
+
+    cdef object _event_at(self, long long position):
+        """Build the event at ``position``, or None if it is no longer retained."""
+        cdef Py_ssize_t slot = <Py_ssize_t>(position % self._max_events)
+        cdef long long* meta = self._meta + slot * M_STRIDE
+        cdef PyObject** objs = self._objs + slot * self._ostride
+        cdef Py_ssize_t size = 2 * meta[M_NPAIRS]
+        cdef Py_ssize_t i
+        cdef WorldEvent event = WorldEvent.__new__(WorldEvent)
+        cdef tuple flat = _EMPTY
+        if size:
+            # Allocation may run a collection (and other threads); re-check after.
+            flat = PyTuple_New(size)
+            if position < self._pos - min(self._pos, <long long>self._max_events):
+                return None
+            for i in range(size):
+                _incref(objs[O_PAIRS + i])
+                _tuple_set(flat, i, objs[O_PAIRS + i])
+            # Payload values are atomic or tuples of them: no cycles possible.
+            PyObject_GC_UnTrack(<void*>flat)
+        event._seq = meta[M_SEQ]
+        event._tick = meta[M_TICK]
+        event._day = meta[M_DAY]
+        event._kind = <object>objs[O_KIND]
+        event._polity_id = <object>objs[O_POLITY]
+        event._ward_id = <object>objs[O_WARD]
+        event._actor_id = <object>objs[O_ACTOR]
+        event._subject_id = <object>objs[O_SUBJECT]
+        event._tags = <tuple>objs[O_TAGS]
+        event._flat = flat
+        return event
+
+    def _skip_to(self, seq):
+        """Move the seq counter forward so the next event gets ``seq + 1``."""
+        cdef long long value = _clock_arg("seq", seq)
+        if value < self._seq:
+            raise ValueError(f"cannot move seq back from {self._seq} to {value}")
+        self._seq = value
+
+    # -- dispatch ------------------------------------------------------
+    def _resolve_route(self, kind):
+        """Return the ``(handler, subscription)`` entries for ``kind``."""
+        return ()
+
+    def _on_handler_error(self, event, subscription, error):
+        """Called when a handler raised; return True to raise it after the drain."""
+        return True
+
+    cdef inline long long _oldest_pos(self) noexcept:
+        return self._pos - min(self._pos, <long long>self._max_events)
+
+    def drain(self, max_rounds=None):
+        """Dispatch the pending events, in seq order; return how many."""
+        cdef Py_ssize_t rounds = (
+            self._cascade_rounds if max_rounds is None
+            else check_positive("max_rounds", max_rounds)
+        )
+        cdef Py_ssize_t round_index, i, size
+        cdef long long end, position, total = 0
+        cdef bint spilled
+        cdef PyObject* found
+        cdef tuple route, entry
+        cdef object kind, event
+        cdef list errors = None
+        if self._draining:
+            raise RuntimeError(
+                "drain() was called from inside a handler; events published by "
+                "handlers are dispatched by the next drain (or round)"
+            )
+        self._draining = True
+        try:
+            for round_index in range(rounds):
+                end = self._pos
+                if self._next_pos >= end:
+                    break
+                while self._next_pos < end:
+                    position = self._next_pos
+                    spilled = position < self._oldest_pos()
+                    if spilled:
+                        event = self._spill[0]
+                        kind = (<WorldEvent>event)._kind
+                    else:
+                        event = None
+                        kind = <object>self._objs[
+                            (position % self._max_events) * self._ostride + O_KIND
+                        ]
+                    found = PyDict_GetItem(self._routes, kind)
+                    if found == NULL:
+                        route = self._resolve_route(kind)
+                        if type(route) is not tuple:
+                            raise TypeError("_resolve_route() must return a tuple")
+                        self._routes[kind] = route
+                    else:
+                        route = <tuple>found
+                    size = len(route)
+                    if spilled:
+                        self._spill.popleft()
+                    elif size:
+                        event = self._event_at(position)
+                        if event is None:  # overwritten meanwhile: it was spilled
+                            event = self._spill.popleft()
+                    self._next_pos = position + 1
+                    self._dispatched += 1
+                    total += 1
+                    for i in range(size):
+                        entry = <tuple>route[i]
+                        try:
+                            entry[0](event)
+                        except Exception as error:
+                            self._handler_errors += 1
+                            if self._on_handler_error(event, entry[1], error):
+                                if errors is None:
+                                    errors = []
+                                errors.append(error)
+                        else:
+                            self._delivered += 1
+        finally:
+            self._draining = False
+        cdef long long left = self._pos - self._next_pos
+        if rounds > 1 and left:
+            cascade = CascadeLimitError(cascade_limit_message(rounds, left))
+            if errors is None:
+                raise cascade
+            errors.append(cascade)
+        if errors is not None:
+            raise ExceptionGroup(handler_errors_message(len(errors)), errors)
+        return total
+
+    # -- reading -------------------------------------------------------
+    def get_since(self, seq, kinds=None, limit=None):
+        """Return retained events with ``.seq > seq``, oldest first."""
+        cdef long long since = _clock_arg("seq", seq)
+        cdef object cap = check_limit(limit)
+        cdef Py_ssize_t wanted = -1 if cap is None else <Py_ssize_t>min(cap, 1 << 62)
+        cdef long long low = self._oldest_pos()
+        cdef long long high = self._pos
+        cdef long long middle, position
+        cdef list out = []
+        cdef object event
+        while low < high:
+            middle = (low + high) >> 1
+            if self._meta[(middle % self._max_events) * M_STRIDE + M_SEQ] > since:
+                high = middle
+            else:
+                low = middle + 1
+        position = low
+        while position < self._pos:
+            if wanted >= 0 and len(out) >= wanted:
+                break
+            if kinds is not None:
+                kind = <object>self._objs[(position % self._max_events) * self._ostride + O_KIND]
+                if kind not in kinds:
+                    position += 1
+                    continue
+            event = self._event_at(position)
+            if event is None or position < self._oldest_pos():
+                # Another thread wrapped the ring past us: go on from what is left.
+                position = self._oldest_pos()
+                continue
+            out.append(event)
+            position += 1
+        return out
+
+    def latest_seq(self):
+        """Seq of the newest accepted event (``0`` before the first)."""
+        return self._seq
+
+    def oldest_seq(self):
+        """Seq of the oldest retained event (``0`` when none is retained)."""
+        if self._pos == 0:
+            return 0
+        return self._meta[(self._oldest_pos() % self._max_events) * M_STRIDE + M_SEQ]
+
+    def pending_count(self):
+        """Number of events waiting for :meth:`drain`."""
+        return self._pos - self._next_pos
+
+    def pending_events(self):
+        """The events waiting for :meth:`drain`, oldest first."""
+        cdef list out = list(self._spill)
+        cdef long long position = max(self._next_pos, self._oldest_pos())
+        while position < self._pos:
+            out.append(self._event_at(position))
+            position += 1
+        return out
+
+    def __len__(self):
+        return min(self._pos, <long long>self._max_events)
+
+    def stats(self):
+        """Counters: published, dispatched, delivered, handler_errors, overwritten, pending, retained."""
+        return {
+            "published": self._published,
+            "dispatched": self._dispatched,
+            "delivered": self._delivered,
+            "handler_errors": self._handler_errors,
+            "overwritten": self._overwritten,
+            "pending": self._pos - self._next_pos,
+            "retained": min(self._pos, <long long>self._max_events),
+        }
