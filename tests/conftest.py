@@ -37,7 +37,9 @@ class Backend:
 
 
 def _load(name: str) -> Backend:
-    module = importlib.import_module("ringbus._ringbus" if name == "cython" else "ringbus._ringbus_py")
+    module = importlib.import_module(
+        "ringbus._ringbus" if name == "cython" else "ringbus._ringbus_py"
+    )
     return Backend(
         name=name,
         core=module,

@@ -9,9 +9,7 @@ from ._switch import extensions_disabled
 
 __all__ = ["BACKEND", "FIELDS", "RingCore", "WorldEvent"]
 
-if TYPE_CHECKING:
-    from ._ringbus_py import FIELDS, RingCore, WorldEvent
-elif extensions_disabled():
+if TYPE_CHECKING or extensions_disabled():
     from ._ringbus_py import FIELDS, RingCore, WorldEvent
 else:
     try:

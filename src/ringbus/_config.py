@@ -11,7 +11,7 @@ from ._normalise import MAX_PAYLOAD_ITEMS_LIMIT
 __all__ = ["DROP_POLICIES", "ERROR_POLICIES", "EventBusConfig"]
 
 DROP_POLICIES = ("DROP_OLDEST", "RAISE")
-ERROR_POLICIES = ("raise", "log")
+ERROR_POLICIES = ("raise", "log", "dead_letter")
 
 
 def _positive(name: str, value: object) -> None:
@@ -48,8 +48,19 @@ class EventBusConfig:
         call and raises :class:`~ringbus.CascadeLimitError` past the bound.
     error_policy
         What a raising handler leads to: ``"raise"`` (all errors raised
-        together as an ``ExceptionGroup`` after the drain) or ``"log"``
-        (logged on the ``ringbus`` logger).
+        together as an ``ExceptionGroup`` after the drain), ``"log"``
+        (logged on the ``ringbus`` logger) or ``"dead_letter"`` (retried on
+        later drains, then kept in ``bus.dead_letters``). A subscription may
+        override it: ``subscribe(..., error_policy=...)``.
+    max_retries
+        ``"dead_letter"``: retries after the first failure (0 to 64) before
+        a delivery becomes a dead letter.
+    retry_backoff_ticks
+        ``"dead_letter"``: ticks before the first retry; each further retry
+        waits twice as long (deterministic, counted on the bus clock).
+    dead_letter_limit
+        ``"dead_letter"``: most dead letters kept; one more drops the oldest,
+        counted in ``bus.dead_letters.stats()["dropped"]`` and logged.
     snapshot_debug_events
         How many recent events ``snapshot(debug_events=True)`` carries.
     name
@@ -63,6 +74,9 @@ class EventBusConfig:
     max_pending: int = 1_000_000
     cascade_rounds: int = 1
     error_policy: str = "raise"
+    max_retries: int = 3
+    retry_backoff_ticks: int = 1
+    dead_letter_limit: int = 1_000
     snapshot_debug_events: int = 100
     name: str = "bus"
 
@@ -71,7 +85,14 @@ class EventBusConfig:
             raise TypeError(
                 f"EventBusConfig.enabled must be a bool, got {type(self.enabled).__name__}"
             )
-        for name in ("max_events", "max_payload_items", "max_pending", "cascade_rounds"):
+        for name in (
+            "max_events",
+            "max_payload_items",
+            "max_pending",
+            "cascade_rounds",
+            "retry_backoff_ticks",
+            "dead_letter_limit",
+        ):
             _positive(name, getattr(self, name))
         if self.max_payload_items > MAX_PAYLOAD_ITEMS_LIMIT:
             raise ValueError(
@@ -83,14 +104,22 @@ class EventBusConfig:
                 f"EventBusConfig.drop_policy must be one of {', '.join(DROP_POLICIES)}, "
                 f"got {self.drop_policy!r}"
             )
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
+            raise TypeError(
+                f"EventBusConfig.max_retries must be an int, got {type(self.max_retries).__name__}"
+            )
+        if not 0 <= self.max_retries <= 64:
+            raise ValueError(f"EventBusConfig.max_retries must be 0 to 64, got {self.max_retries}")
         if self.error_policy not in ERROR_POLICIES:
             raise ValueError(
                 f"EventBusConfig.error_policy must be one of {', '.join(ERROR_POLICIES)}, "
                 f"got {self.error_policy!r}"
             )
-        if isinstance(self.snapshot_debug_events, bool) or not isinstance(
-            self.snapshot_debug_events, int
-        ) or self.snapshot_debug_events < 0:
+        if (
+            isinstance(self.snapshot_debug_events, bool)
+            or not isinstance(self.snapshot_debug_events, int)
+            or self.snapshot_debug_events < 0
+        ):
             raise ValueError(
                 "EventBusConfig.snapshot_debug_events must be an int >= 0, "
                 f"got {self.snapshot_debug_events!r}"

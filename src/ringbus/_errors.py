@@ -42,7 +42,7 @@ def ring_full_message(max_events: int) -> str:
     return (
         f"ring is full: it holds max_events={max_events} events and "
         'drop_policy="RAISE" forbids overwriting the oldest; '
-        "raise max_events or use drop_policy=\"DROP_OLDEST\"."
+        'raise max_events or use drop_policy="DROP_OLDEST".'
     )
 
 

@@ -143,9 +143,7 @@ def freeze_value(key: str, value: object, depth: int = 0) -> object:
     )
 
 
-def normalise_payload(
-    payload: object, max_items: int | None
-) -> tuple[tuple[str, object], ...]:
+def normalise_payload(payload: object, max_items: int | None) -> tuple[tuple[str, object], ...]:
     """Turn ``payload`` into a tuple of ``(str, value)`` pairs.
 
     Parameters
@@ -206,7 +204,7 @@ def normalise_tags(tags: object) -> tuple[str, ...]:
     if isinstance(tags, (str, bytes, bytearray)):
         raise TypeError("tags must be an iterable of str, not a single string")
     try:
-        items = tuple(tags)  # type: ignore[call-overload]
+        items: tuple[object, ...] = tuple(tags)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"tags must be an iterable of str, got {type(tags).__name__}") from None
     for tag in items:

@@ -81,7 +81,18 @@ class WorldEvent:
     """
 
     __slots__ = FIELDS
-    __match_args__ = FIELDS
+    __match_args__ = (
+        "seq",
+        "tick",
+        "day",
+        "kind",
+        "polity_id",
+        "ward_id",
+        "actor_id",
+        "subject_id",
+        "payload",
+        "tags",
+    )
 
     seq: int
     tick: int
@@ -250,8 +261,7 @@ class RingCore:
         self._max_payload_items = check_positive("max_payload_items", max_payload_items)
         if self._max_payload_items > MAX_PAYLOAD_ITEMS_LIMIT:
             raise ValueError(
-                f"max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, "
-                f"got {max_payload_items}"
+                f"max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, got {max_payload_items}"
             )
         self._max_pending = check_positive("max_pending", max_pending)
         if drop_policy not in DROP_POLICIES:
@@ -274,7 +284,7 @@ class RingCore:
         self._handler_errors = 0
         self._overwritten = 0
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError(f"{type(self).__name__} cannot be pickled: use snapshot()")
 
     # -- configuration -------------------------------------------------
@@ -466,8 +476,8 @@ class RingCore:
         RuntimeError
             ``drain()`` was called from inside a handler.
         """
-        rounds = self._cascade_rounds if max_rounds is None else check_positive(
-            "max_rounds", max_rounds
+        rounds = (
+            self._cascade_rounds if max_rounds is None else check_positive("max_rounds", max_rounds)
         )
         if self._draining:
             raise RuntimeError(
@@ -575,7 +585,12 @@ class RingCore:
         return len(self._ring)
 
     def stats(self) -> dict[str, int]:
-        """Counters: published, dispatched, delivered, handler_errors, overwritten, pending, retained."""
+        """Counters of the bus.
+
+        ``published``, ``dispatched`` (events drained), ``delivered`` (handler
+        calls that returned), ``handler_errors``, ``overwritten``, ``pending``
+        and ``retained``.
+        """
         return {
             "published": self._published,
             "dispatched": self._dispatched,

@@ -10,6 +10,7 @@ live objects or the traced memory.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import sys
@@ -49,10 +50,8 @@ def main(core_name: str) -> int:
         for i in range(300):
             b.publish("K", payload={"i": i, "s": f"x{i}", "t": (i, "y")}, tags=("t",))
         b.publish("FAIL")
-        try:
+        with contextlib.suppress(ExceptionGroup):
             b.drain()
-        except ExceptionGroup:
-            pass
         b.get_since(b.latest_seq() - 50, kinds=["K"], limit=20)
         b.pending_events()
         b.snapshot(debug_events=10)
