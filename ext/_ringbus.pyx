@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# cython: initializedcheck=False, embedsignature=True
+# cython: initializedcheck=False, embedsignature=True, binding=False
 """Compiled core of ringbus: the ring, the seq counter, the pending queue and
 the drain loop, plus the ``WorldEvent`` record.
 
@@ -18,7 +18,7 @@ from libc.string cimport memcpy, memset
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.unicode cimport PyUnicode_GET_LENGTH
-from cpython.dict cimport PyDict_Next, PyDict_GetItem
+from cpython.dict cimport PyDict_Next
 from cpython.tuple cimport PyTuple_New
 
 from collections import deque
@@ -59,7 +59,10 @@ cdef extern from "Python.h":
     void _xdecref "Py_XDECREF"(PyObject* o)
     void _tuple_set "PyTuple_SET_ITEM"(object tup, Py_ssize_t i, PyObject* o)
     PyObject* _tuple_get "PyTuple_GET_ITEM"(object tup, Py_ssize_t i)
+    # Borrowed; NULL with no error set when missing (str keys cannot fail).
+    PyObject* _dict_get "PyDict_GetItemWithError"(object d, object key)
     void PyObject_GC_UnTrack(void* op)
+    Py_ssize_t _refcount "Py_REFCNT"(object o)
 
 __all__ = ["FIELDS", "DROP_POLICIES", "RingCore", "WorldEvent"]
 
@@ -152,6 +155,68 @@ cdef tuple _flat_from_pairs(tuple pairs):
     return tuple(flat)
 
 
+@cython.final
+@cython.no_gc
+@cython.auto_pickle(False)
+cdef class _Storage:
+    """The ring's preallocated slots.
+
+    Per slot: seq, tick, day and the pair count in ``meta``; kind, the four
+    ids, tags and the payload keys and values in ``objs``; and in ``views``
+    a borrowed pointer to the event handed out for that slot whose payload
+    still lives here (see ``WorldEvent._materialise``). It references only
+    payload values, which are atomic or tuples of them, so events that point
+    at it can never be part of a reference cycle.
+    """
+
+    cdef long long* meta
+    cdef PyObject** objs
+    cdef PyObject** views
+    cdef Py_ssize_t capacity
+    cdef Py_ssize_t stride
+
+    def __cinit__(self, Py_ssize_t capacity, Py_ssize_t stride):
+        self.capacity = 0
+        self.stride = stride
+        # Preallocate and touch every page now, so publishing never page-faults.
+        self.meta = <long long*>PyMem_Malloc(capacity * M_STRIDE * sizeof(long long))
+        self.objs = <PyObject**>PyMem_Malloc(capacity * stride * sizeof(PyObject*))
+        self.views = <PyObject**>PyMem_Malloc(capacity * sizeof(PyObject*))
+        if self.meta == NULL or self.objs == NULL or self.views == NULL:
+            raise MemoryError(f"cannot preallocate a ring of {capacity} events")
+        memset(self.meta, 0, capacity * M_STRIDE * sizeof(long long))
+        memset(self.objs, 0, capacity * stride * sizeof(PyObject*))
+        memset(self.views, 0, capacity * sizeof(PyObject*))
+        self.capacity = capacity
+
+    def __dealloc__(self):
+        cdef Py_ssize_t slot, i, used
+        cdef PyObject** objs
+        if self.meta != NULL and self.objs != NULL:
+            for slot in range(self.capacity):
+                if self.meta[slot * M_STRIDE + M_SEQ] == 0:
+                    continue
+                objs = self.objs + slot * self.stride
+                used = O_PAIRS + 2 * self.meta[slot * M_STRIDE + M_NPAIRS]
+                for i in range(used):
+                    _xdecref(objs[i])
+        PyMem_Free(self.meta)
+        PyMem_Free(self.objs)
+        PyMem_Free(self.views)
+
+    cdef tuple flat_copy(self, Py_ssize_t slot, Py_ssize_t size):
+        """A new tuple of the slot's first ``size`` payload objects (keys and values)."""
+        cdef PyObject** objs = self.objs + slot * self.stride + O_PAIRS
+        cdef Py_ssize_t i
+        cdef tuple flat = PyTuple_New(size)
+        for i in range(size):
+            _incref(objs[i])
+            _tuple_set(flat, i, objs[i])
+        # Payload values are atomic or tuples of them: no cycles possible.
+        PyObject_GC_UnTrack(<void*>flat)
+        return flat
+
+
 @cython.freelist(256)
 @cython.no_gc
 @cython.auto_pickle(False)
@@ -186,9 +251,14 @@ cdef class WorldEvent:
     cdef object _ward_id
     cdef object _actor_id
     cdef object _subject_id
-    cdef tuple _flat
+    cdef tuple _flat  # keys and values, alternating; None while a view
     cdef tuple _pairs
     cdef tuple _tags
+    # An event handed to subscribers by drain() is a view: its payload stays
+    # in the ring slot until read, or until the ring is about to overwrite
+    # the slot, whichever comes first; then it takes its own copy.
+    cdef _Storage _view_of
+    cdef Py_ssize_t _slot
 
     __match_args__ = FIELDS
 
@@ -205,7 +275,7 @@ cdef class WorldEvent:
         payload=(),
         tags=(),
     ):
-        if self._flat is not None:
+        if self._flat is not None or self._view_of is not None:
             raise AttributeError("WorldEvent is immutable: cannot set 'seq'")
         cdef long long seq_value = check_clock("seq", seq)
         cdef long long tick_value = check_clock("tick", tick)
@@ -228,6 +298,31 @@ cdef class WorldEvent:
         self._pairs = pairs
         self._tags = tags
         self._flat = _flat_from_pairs(pairs)
+
+    def __dealloc__(self):
+        if self._view_of is not None and self._view_of.views[self._slot] == <PyObject*>self:
+            self._view_of.views[self._slot] = NULL
+
+    cdef int _materialise(self) except -1:
+        """Copy the payload out of the ring slot this event is a view of."""
+        cdef _Storage storage = self._view_of
+        cdef Py_ssize_t slot = self._slot
+        cdef tuple flat = storage.flat_copy(
+            slot, 2 * storage.meta[slot * M_STRIDE + M_NPAIRS]
+        )
+        if self._flat is not None:
+            # The copy above ran a collection whose code overwrote the slot,
+            # and that overwrite already gave this event its own copy.
+            return 0
+        self._flat = flat
+        storage.views[slot] = NULL
+        self._view_of = None
+        return 0
+
+    cdef inline tuple _payload_flat(self):
+        if self._flat is None:
+            self._materialise()
+        return self._flat
 
     def __setattr__(self, name, value):
         raise AttributeError(f"WorldEvent is immutable: cannot set {name!r}")
@@ -271,7 +366,7 @@ cdef class WorldEvent:
     def payload(self):
         # Built on first read: handlers that only count never pay for pairs.
         if self._pairs is None:
-            self._pairs = _pairs_from_flat(self._flat)
+            self._pairs = _pairs_from_flat(self._payload_flat())
         return self._pairs
 
     @property
@@ -326,7 +421,7 @@ cdef class WorldEvent:
     def to_dict(self):
         """Return the event as a new JSON-ready dict (payload as a dict, tuples as lists)."""
         cdef dict payload = {}
-        cdef tuple flat = self._flat
+        cdef tuple flat = self._payload_flat()
         cdef Py_ssize_t i
         for i in range(0, len(flat), 2):
             value = flat[i + 1]
@@ -347,7 +442,7 @@ cdef class WorldEvent:
     def payload_dict(self):
         """Return the payload as a new dict; the event is untouched."""
         cdef dict payload = {}
-        cdef tuple flat = self._flat
+        cdef tuple flat = self._payload_flat()
         cdef Py_ssize_t i
         for i in range(0, len(flat), 2):
             payload[flat[i]] = flat[i + 1]
@@ -390,8 +485,8 @@ cdef class RingCore:
     # ring overwrote wait, as built events, in _spill.
     cdef long long _pos
     cdef long long _next_pos
-    cdef long long* _meta
-    cdef PyObject** _objs
+    cdef _Storage _ring
+    cdef bint _storing
     cdef object _spill
     cdef readonly dict _routes
     cdef long long _published
@@ -401,9 +496,8 @@ cdef class RingCore:
     cdef long long _overwritten
 
     def __cinit__(self, *args, **kwargs):
-        self._meta = NULL
-        self._objs = NULL
-        self._max_events = 0
+        self._ring = _Storage(1, O_PAIRS)
+        self._max_events = 1
         self._routes = {}
         self._spill = deque()
 
@@ -432,18 +526,7 @@ cdef class RingCore:
         cdef Py_ssize_t stride = O_PAIRS + 2 * items
         if capacity > (<Py_ssize_t>1 << 40) // (stride * <Py_ssize_t>sizeof(PyObject*)):
             raise MemoryError(f"max_events={capacity} is too large to preallocate")
-        self._release()
-        # Preallocate and touch every page now, so publishing never page-faults.
-        self._meta = <long long*>PyMem_Malloc(capacity * M_STRIDE * sizeof(long long))
-        self._objs = <PyObject**>PyMem_Malloc(capacity * stride * sizeof(PyObject*))
-        if self._meta == NULL or self._objs == NULL:
-            PyMem_Free(self._meta)
-            PyMem_Free(self._objs)
-            self._meta = NULL
-            self._objs = NULL
-            raise MemoryError(f"cannot preallocate a ring of {capacity} events")
-        memset(self._meta, 0, capacity * M_STRIDE * sizeof(long long))
-        memset(self._objs, 0, capacity * stride * sizeof(PyObject*))
+        self._ring = _Storage(capacity, stride)
         self._max_events = capacity
         self._max_payload_items = items
         self._max_pending = pending
@@ -464,25 +547,6 @@ cdef class RingCore:
         self._delivered = 0
         self._handler_errors = 0
         self._overwritten = 0
-
-    cdef void _release(self) noexcept:
-        cdef Py_ssize_t slot, i, used
-        cdef PyObject** objs
-        if self._meta != NULL and self._objs != NULL:
-            for slot in range(self._max_events):
-                if self._meta[slot * M_STRIDE + M_SEQ] == 0:
-                    continue
-                objs = self._objs + slot * self._ostride
-                used = O_PAIRS + 2 * self._meta[slot * M_STRIDE + M_NPAIRS]
-                for i in range(used):
-                    _xdecref(objs[i])
-        PyMem_Free(self._meta)
-        PyMem_Free(self._objs)
-        self._meta = NULL
-        self._objs = NULL
-
-    def __dealloc__(self):
-        self._release()
 
     def __reduce__(self):
         raise TypeError(f"{type(self).__name__} cannot be pickled: use snapshot()")
@@ -596,7 +660,8 @@ cdef class RingCore:
                 f"event seq {built._seq} is not after latest_seq {self._seq}: "
                 "ingested seqs must increase"
             )
-        count = len(built._flat) >> 1
+        cdef tuple payload = built._payload_flat()
+        count = len(payload) >> 1
         if count > self._max_payload_items:
             raise ValueError(
                 f"event seq {built._seq} has {count} payload items, "
@@ -604,7 +669,7 @@ cdef class RingCore:
             )
         self._admit()
         for i in range(2 * count):
-            flat[i] = _tuple_get(built._flat, i)
+            flat[i] = _tuple_get(payload, i)
         self._store(
             built._seq, built._tick, built._day, built._kind, built._polity_id,
             built._ward_id, built._actor_id, built._subject_id, built._tags, flat, count,
@@ -623,16 +688,28 @@ cdef class RingCore:
         object ward_id, object actor_id, object subject_id, object tags, PyObject** flat,
         Py_ssize_t count,
     ) except -1:
+        cdef _Storage ring = self._ring
         cdef Py_ssize_t slot = <Py_ssize_t>(self._pos % self._max_events)
-        cdef long long* meta = self._meta + slot * M_STRIDE
-        cdef PyObject** objs = self._objs + slot * self._ostride
+        cdef long long* meta = ring.meta + slot * M_STRIDE
+        cdef PyObject** objs = ring.objs + slot * ring.stride
         cdef PyObject* old[O_PAIRS + MAX_FLAT]
         cdef Py_ssize_t used = 0
         cdef Py_ssize_t i
+        if self._storing:
+            # Only a finalizer run by a collection inside this very call can
+            # get here; refuse rather than write one slot twice.
+            raise RuntimeError("publish() was re-entered while the ring was being written")
         if meta[M_SEQ] != 0:
-            if self._pos - self._max_events >= self._next_pos:
-                # Overwriting an event nobody has been handed yet: keep it.
-                self._spill.append(self._event_at(self._pos - self._max_events))
+            self._storing = True
+            try:
+                if ring.views[slot] != NULL:
+                    # A handed-out event still reads its payload here: copy it out.
+                    (<WorldEvent>ring.views[slot])._materialise()
+                if self._pos - self._max_events >= self._next_pos:
+                    # Overwriting an event nobody has been handed yet: keep it.
+                    self._spill.append(self._event_at(self._pos - self._max_events))
+            finally:
+                self._storing = False
             used = O_PAIRS + 2 * meta[M_NPAIRS]
             memcpy(old, objs, used * sizeof(PyObject*))
             self._overwritten += 1
@@ -660,25 +737,16 @@ cdef class RingCore:
             _xdecref(old[i])
         return 0
 
-    cdef object _event_at(self, long long position):
-        """Build the event at ``position``, or None if it is no longer retained."""
-        cdef Py_ssize_t slot = <Py_ssize_t>(position % self._max_events)
-        cdef long long* meta = self._meta + slot * M_STRIDE
-        cdef PyObject** objs = self._objs + slot * self._ostride
-        cdef Py_ssize_t size = 2 * meta[M_NPAIRS]
-        cdef Py_ssize_t i
+    cdef WorldEvent _header_at(self, Py_ssize_t slot):
+        """A new event with every field of ``slot`` but the payload."""
         cdef WorldEvent event = WorldEvent.__new__(WorldEvent)
-        cdef tuple flat = _EMPTY
-        if size:
-            # Allocation may run a collection (and other threads); re-check after.
-            flat = PyTuple_New(size)
-            if position < self._pos - min(self._pos, <long long>self._max_events):
-                return None
-            for i in range(size):
-                _incref(objs[O_PAIRS + i])
-                _tuple_set(flat, i, objs[O_PAIRS + i])
-            # Payload values are atomic or tuples of them: no cycles possible.
-            PyObject_GC_UnTrack(<void*>flat)
+        self._fill_header(event, slot)
+        return event
+
+    cdef void _fill_header(self, WorldEvent event, Py_ssize_t slot):
+        cdef _Storage ring = self._ring
+        cdef long long* meta = ring.meta + slot * M_STRIDE
+        cdef PyObject** objs = ring.objs + slot * ring.stride
         event._seq = meta[M_SEQ]
         event._tick = meta[M_TICK]
         event._day = meta[M_DAY]
@@ -688,7 +756,53 @@ cdef class RingCore:
         event._actor_id = <object>objs[O_ACTOR]
         event._subject_id = <object>objs[O_SUBJECT]
         event._tags = <tuple>objs[O_TAGS]
+
+    cdef object _event_at(self, long long position):
+        """Build the event at ``position`` with its own payload copy, or None
+        if it is no longer retained."""
+        cdef _Storage ring = self._ring
+        cdef Py_ssize_t slot = <Py_ssize_t>(position % self._max_events)
+        cdef Py_ssize_t size = 2 * ring.meta[slot * M_STRIDE + M_NPAIRS]
+        cdef tuple flat = _EMPTY
+        if size:
+            # Allocation may run a collection (and other threads); re-check after.
+            flat = ring.flat_copy(slot, size)
+            if position < self._oldest_pos():
+                return None
+        cdef WorldEvent event = self._header_at(slot)
         event._flat = flat
+        return event
+
+    cdef WorldEvent _view_at(self, long long position, WorldEvent spare):
+        """Build the event at ``position`` as a view on its slot (for drain).
+
+        ``spare`` is the event the previous delivery used: when nothing else
+        holds it any more (only the drain loop's reference is left), it is
+        refilled instead of freeing one event and allocating the next. No
+        one can tell: an object nobody references cannot be observed.
+        """
+        cdef _Storage ring = self._ring
+        cdef Py_ssize_t slot = <Py_ssize_t>(position % self._max_events)
+        cdef WorldEvent event
+        if spare is not None and _refcount(spare) == 1:  # only the loop holds it (borrowed here)
+            event = spare
+            if event._view_of is not None:
+                if event._view_of.views[event._slot] == <PyObject*>event:
+                    event._view_of.views[event._slot] = NULL
+                event._view_of = None
+            event._flat = None
+            event._pairs = None
+            self._fill_header(event, slot)
+        else:
+            event = self._header_at(slot)
+        if ring.meta[slot * M_STRIDE + M_NPAIRS] == 0:
+            event._flat = _EMPTY
+            return event
+        if ring.views[slot] != NULL:  # cannot happen: an overwrite clears it
+            (<WorldEvent>ring.views[slot])._materialise()
+        event._view_of = ring
+        event._slot = slot
+        ring.views[slot] = <PyObject*>event
         return event
 
     def _skip_to(self, seq):
@@ -722,6 +836,7 @@ cdef class RingCore:
         cdef PyObject* found
         cdef tuple route, entry
         cdef object kind, event
+        cdef WorldEvent spare = None
         cdef list errors = None
         if self._draining:
             raise RuntimeError(
@@ -742,10 +857,10 @@ cdef class RingCore:
                         kind = (<WorldEvent>event)._kind
                     else:
                         event = None
-                        kind = <object>self._objs[
+                        kind = <object>self._ring.objs[
                             (position % self._max_events) * self._ostride + O_KIND
                         ]
-                    found = PyDict_GetItem(self._routes, kind)
+                    found = _dict_get(self._routes, kind)
                     if found == NULL:
                         route = self._resolve_route(kind)
                         if type(route) is not tuple:
@@ -757,9 +872,11 @@ cdef class RingCore:
                     if spilled:
                         self._spill.popleft()
                     elif size:
-                        event = self._event_at(position)
-                        if event is None:  # overwritten meanwhile: it was spilled
+                        if position < self._oldest_pos():  # overwritten meanwhile
                             event = self._spill.popleft()
+                        else:
+                            event = self._view_at(position, spare)
+                            spare = None
                     self._next_pos = position + 1
                     self._dispatched += 1
                     total += 1
@@ -775,6 +892,9 @@ cdef class RingCore:
                                 errors.append(error)
                         else:
                             self._delivered += 1
+                    if size and not spilled:
+                        spare = <WorldEvent>event
+                    event = None
         finally:
             self._draining = False
         cdef long long left = self._pos - self._next_pos
@@ -800,7 +920,7 @@ cdef class RingCore:
         cdef object event
         while low < high:
             middle = (low + high) >> 1
-            if self._meta[(middle % self._max_events) * M_STRIDE + M_SEQ] > since:
+            if self._ring.meta[(middle % self._max_events) * M_STRIDE + M_SEQ] > since:
                 high = middle
             else:
                 low = middle + 1
@@ -809,7 +929,9 @@ cdef class RingCore:
             if wanted >= 0 and len(out) >= wanted:
                 break
             if kinds is not None:
-                kind = <object>self._objs[(position % self._max_events) * self._ostride + O_KIND]
+                kind = <object>self._ring.objs[
+                    (position % self._max_events) * self._ostride + O_KIND
+                ]
                 if kind not in kinds:
                     position += 1
                     continue
@@ -830,7 +952,7 @@ cdef class RingCore:
         """Seq of the oldest retained event (``0`` when none is retained)."""
         if self._pos == 0:
             return 0
-        return self._meta[(self._oldest_pos() % self._max_events) * M_STRIDE + M_SEQ]
+        return self._ring.meta[(self._oldest_pos() % self._max_events) * M_STRIDE + M_SEQ]
 
     def pending_count(self):
         """Number of events waiting for :meth:`drain`."""

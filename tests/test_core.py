@@ -412,3 +412,35 @@ def test_ingest_keeps_seq_and_allows_gaps(backend: Any) -> None:
     assert seen == [5, 9]
     assert bus.publish("D") == 10
     assert [e.seq for e in bus.get_since(5)] == [9, 10]
+
+
+def test_events_kept_by_handlers_outlive_the_ring(backend: Any) -> None:
+    bus = backend.bus(max_events=2)
+    kept: list[Any] = []
+    bus.subscribe(kept.append)
+    for i in range(3):
+        bus.publish("A", payload={"i": i, "name": f"n{i}", "deep": [i, [i]]})
+    bus.drain()
+    early = kept[0].payload  # read before the slot is reused
+    for i in range(3, 9):  # overwrite every slot several times
+        bus.publish("B", payload={"i": i})
+        bus.drain()
+    assert early == (("i", 0), ("name", "n0"), ("deep", (0, (0,))))
+    assert [e.payload_dict()["i"] for e in kept] == list(range(9))
+    assert kept[1].to_dict()["payload"] == {"i": 1, "name": "n1", "deep": [1, [1]]}
+    assert kept[2] == backend.WorldEvent(3, 0, 0, "A", payload=kept[2].payload)
+    assert hash(kept[2]) == hash(backend.WorldEvent(3, 0, 0, "A", payload=kept[2].payload))
+
+
+def test_event_read_after_bus_is_gone(backend: Any) -> None:
+    import gc
+
+    bus = backend.bus(max_events=4)
+    kept: list[Any] = []
+    bus.subscribe(kept.append)
+    bus.publish("A", payload={"x": "value"})
+    bus.drain()
+    del bus
+    gc.collect()
+    assert kept[0].payload == (("x", "value"),)
+    assert backend.bus().ingest(kept[0]) == 1

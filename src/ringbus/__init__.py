@@ -11,6 +11,7 @@ from . import kinds
 from ._backend import BACKEND, FIELDS, WorldEvent
 from ._bus import EventBus, bus_class_for
 from ._config import EventBusConfig
+from ._deadletter import DeadLetter, DeadLetterQueue
 from ._errors import CascadeLimitError, PendingOverflowError, RingbusError, RingFullError
 from ._normalise import TRUNCATED_KEY
 from ._registry import KindSelector, Subscription
@@ -22,6 +23,8 @@ __all__ = [
     "FIELDS",
     "TRUNCATED_KEY",
     "CascadeLimitError",
+    "DeadLetter",
+    "DeadLetterQueue",
     "EventBus",
     "EventBusConfig",
     "KindSelector",

@@ -9,7 +9,17 @@ from collections.abc import Sequence
 __all__ = ["COMMANDS", "main"]
 
 #: command -> (module:function taking argv and returning an exit code, summary)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("ringbus._bench:main", "time ringbus against its pure twin and peers (S1-S4)"),
+    "demo": ("ringbus.demo:main", "run a seeded little world through the bus and print its KPIs"),
+    "viewer": ("ringbus.viewer._cli:main", "serve the event viewer over a running demo world"),
+    "journal": ("ringbus.journal:main", "verify an event journal (chain, gaps, clock) or replay"),
+    "feed": ("ringbus.transports:feed_main", "print the JSON lines a SocketFeed serves"),
+    "redis-demo": (
+        "ringbus.multiprocess_demo:main",
+        "several worker processes feed one KPI aggregator through a Redis stream",
+    ),
+}
 
 
 def _usage() -> str:

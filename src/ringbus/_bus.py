@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import _backend
 from ._backend import RingCore, WorldEvent
-from ._config import EventBusConfig
+from ._config import ERROR_POLICIES, EventBusConfig
+from ._deadletter import DeadLetterQueue
 from ._normalise import check_clock
 from ._registry import Handler, KindSelector, Registry, Subscription
+from ._schedule import SCHEDULE_FIELDS, Schedule
 
 __all__ = ["SNAPSHOT_FORMAT", "SNAPSHOT_VERSION", "EventBus", "bus_class_for"]
 
@@ -59,6 +61,8 @@ class EventBusBase(_Core):
     ('depot-7', 5, (('cost', 40),))
     """
 
+    _world_event: type[WorldEvent]
+
     def __init__(self, config: EventBusConfig | None = None) -> None:
         if config is None:
             config = EventBusConfig()
@@ -75,6 +79,18 @@ class EventBusBase(_Core):
         self._config = config
         self._registry = Registry()
         self._snapshot_hooks: dict[str, tuple[SaveHook, LoadHook]] = {}
+        self._schedule = Schedule()
+        self._drain_starts: list[Callable[[], object]] = []
+        self._drain_ends: list[Callable[[], object]] = []
+        self._error_policies: dict[int, str] = {}
+        self._dead_letters = DeadLetterQueue(
+            config.max_retries,
+            config.retry_backoff_ticks,
+            config.dead_letter_limit,
+            self._live_subscription,
+        )
+        if config.error_policy == "dead_letter":
+            self._listen_for_retries()
 
     @property
     def config(self) -> EventBusConfig:
@@ -88,6 +104,7 @@ class EventBusBase(_Core):
         *,
         kinds: Iterable[str] | str | None = None,
         name: str | None = None,
+        error_policy: str | None = None,
     ) -> int:
         """Call ``handler(event)`` for every matching event from the next one on.
 
@@ -100,14 +117,26 @@ class EventBusBase(_Core):
             receives every kind.
         name
             Optional label used in error notes.
+        error_policy
+            ``"raise"``, ``"log"`` or ``"dead_letter"`` for this subscription's
+            errors; ``None`` follows :attr:`EventBusConfig.error_policy`.
 
         Returns
         -------
         int
             The subscription id, for :meth:`unsubscribe`.
         """
+        if error_policy is not None and error_policy not in ERROR_POLICIES:
+            raise ValueError(
+                f"error_policy must be one of {', '.join(ERROR_POLICIES)} or None, "
+                f"got {error_policy!r}"
+            )
         subscription = self._registry.add(handler, kinds, name)
         self._routes.clear()
+        if error_policy is not None:
+            self._error_policies[subscription.sub_id] = error_policy
+            if error_policy == "dead_letter":
+                self._listen_for_retries()
         return subscription.sub_id
 
     def unsubscribe(self, sub_id: int) -> None:
@@ -120,6 +149,7 @@ class EventBusBase(_Core):
         """
         self._registry.remove(sub_id)
         self._routes.clear()
+        self._error_policies.pop(sub_id, None)
 
     def subscriptions(self) -> list[Subscription]:
         """The live subscriptions, in subscription order."""
@@ -128,14 +158,18 @@ class EventBusBase(_Core):
     def _resolve_route(self, kind: str) -> tuple[tuple[Handler, Subscription], ...]:
         return self._registry.route(kind)
 
-    def _on_handler_error(
-        self, event: WorldEvent, subscription: object, error: Exception
-    ) -> bool:
+    def _on_handler_error(self, event: WorldEvent, subscription: object, error: Exception) -> bool:
         error.add_note(
             f"ringbus: raised while delivering seq={event.seq} kind={event.kind!r} "
             f"to {subscription!r}"
         )
-        if self._config.error_policy == "log":
+        policy = self._config.error_policy
+        if self._error_policies:
+            policy = self._error_policies.get(getattr(subscription, "sub_id", 0), policy)
+        if policy == "dead_letter":
+            self._dead_letters.record_failure(event, subscription, error, self.tick)
+            return False
+        if policy == "log":
             logger.error(
                 "handler %r failed on seq=%d kind=%s",
                 subscription,
@@ -145,6 +179,84 @@ class EventBusBase(_Core):
             )
             return False
         return True
+
+    # -- dead letters --------------------------------------------------
+    @property
+    def dead_letters(self) -> DeadLetterQueue:
+        """Failed deliveries under the ``"dead_letter"`` policy: retries and dead letters.
+
+        ``bus.dead_letters.list()``, ``.retry()``, ``.purge()``, ``.stats()``,
+        ``.pending_retries()``; see :class:`ringbus.DeadLetterQueue`.
+        """
+        return self._dead_letters
+
+    def _live_subscription(self, sub_id: int, name: str | None) -> Subscription | None:
+        subscription: Subscription
+        for subscription in self._registry:
+            if subscription.sub_id == sub_id and subscription.name == name:
+                return subscription
+        return None
+
+    def _listen_for_retries(self) -> None:
+        dead_letters = self._dead_letters
+        if not dead_letters.listening:
+            dead_letters.listening = True
+            self.add_drain_listener(
+                lambda: dead_letters.drain_ended(self.tick), on_start=dead_letters.drain_started
+            )
+
+    # -- drain boundaries ----------------------------------------------
+    def drain(self, max_rounds: int | None = None) -> int:
+        """Dispatch the pending events, in seq order; return how many.
+
+        Same as the core's ``drain``; drain listeners (see
+        :meth:`add_drain_listener`) run around it, the end ones even when the
+        drain raises.
+        """
+        if not self._drain_ends and not self._drain_starts:
+            return super().drain(max_rounds)
+        for listener in tuple(self._drain_starts):
+            listener()
+        try:
+            return super().drain(max_rounds)
+        finally:
+            for listener in tuple(self._drain_ends):
+                listener()
+
+    def add_drain_listener(
+        self,
+        on_end: Callable[[], object],
+        *,
+        on_start: Callable[[], object] | None = None,
+    ) -> None:
+        """Call ``on_end()`` after every :meth:`drain` (and ``on_start()`` before).
+
+        Transports use this to send what a drain delivered as one batch.
+        Listeners run in the order they were added.
+        """
+        if not callable(on_end) or (on_start is not None and not callable(on_start)):
+            raise TypeError("drain listeners must be callable and take no arguments")
+        self._drain_ends.append(on_end)
+        if on_start is not None:
+            self._drain_starts.append(on_start)
+
+    def remove_drain_listener(
+        self, on_end: Callable[[], object], *, on_start: Callable[[], object] | None = None
+    ) -> None:
+        """Forget listeners added with :meth:`add_drain_listener`.
+
+        Raises
+        ------
+        ValueError
+            The listener was not added.
+        """
+        if on_end not in self._drain_ends or (
+            on_start is not None and on_start not in self._drain_starts
+        ):
+            raise ValueError("this drain listener was not added to the bus")
+        self._drain_ends.remove(on_end)
+        if on_start is not None:
+            self._drain_starts.remove(on_start)
 
     # -- reading -------------------------------------------------------
     def get_since(  # type: ignore[override]
@@ -172,7 +284,7 @@ class EventBusBase(_Core):
 
     def event_from_dict(self, data: dict[str, Any]) -> WorldEvent:
         """Build an event of this bus's core from :meth:`WorldEvent.to_dict` output."""
-        return self._world_event.from_dict(data)  # type: ignore[no-any-return]
+        return self._world_event.from_dict(data)
 
     # -- snapshots -----------------------------------------------------
     def add_snapshot_hook(self, name: str, save: SaveHook, load: LoadHook) -> None:
@@ -234,6 +346,10 @@ class EventBusBase(_Core):
             "pending": [event.to_dict() for event in self.pending_events()],
             "hooks": hooks,
         }
+        if self._schedule:
+            state["scheduled"] = self._schedule.to_state()
+        if self._dead_letters.has_state():
+            state["dead_letters"] = self._dead_letters.to_dict()
         if debug_events is not False:
             count = (
                 self._config.snapshot_debug_events
@@ -258,7 +374,7 @@ class EventBusBase(_Core):
             The bus has already accepted events, the snapshot is malformed, or
             it carries state for a hook that is not registered.
         """
-        if self.latest_seq() or self.pending_count() or len(self):
+        if self.latest_seq() or self.pending_count() or len(self) or self._schedule:
             raise ValueError("restore() needs a fresh bus: this one has already accepted events")
         if not isinstance(snapshot, dict):
             raise TypeError(f"snapshot must be a dict, got {type(snapshot).__name__}")
@@ -293,13 +409,17 @@ class EventBusBase(_Core):
             for event in pending:
                 self.ingest(event)
         self._skip_to(seq)
+        if "scheduled" in snapshot:
+            self._schedule.load_state(snapshot["scheduled"])
+        if "dead_letters" in snapshot:
+            self._dead_letters.load(snapshot["dead_letters"], self.event_from_dict)
+            if self._dead_letters.retries:
+                self._listen_for_retries()
         for name, state in hooks.items():
             self._snapshot_hooks[name][1](state)
 
     @classmethod
-    def from_snapshot(
-        cls, snapshot: dict[str, Any], config: EventBusConfig | None = None
-    ) -> Any:
+    def from_snapshot(cls, snapshot: dict[str, Any], config: EventBusConfig | None = None) -> Any:
         """A new bus continuing from ``snapshot`` (its own config unless given).
 
         For snapshots that carry subscriber state, make the bus, attach the
@@ -313,14 +433,87 @@ class EventBusBase(_Core):
         bus.restore(snapshot)
         return bus
 
+    # -- scheduled events ----------------------------------------------
+    def schedule(self, at_tick: int, kind: str, **fields: Any) -> int:
+        """Publish an event when the bus clock reaches ``at_tick``.
+
+        The event is released by :meth:`set_clock` once the clock's tick is
+        ``at_tick`` or later, before anything the loop publishes at that tick,
+        and gets its seq then. Events due at the same tick are released in
+        the order they were scheduled. The queue travels in :meth:`snapshot`.
+
+        Parameters
+        ----------
+        at_tick
+            The tick to release the event at (it becomes the event's tick);
+            must be after the current :attr:`tick`.
+        kind
+            The event kind.
+        **fields
+            ``polity_id``, ``ward_id``, ``actor_id``, ``subject_id``,
+            ``payload`` (JSON-ready values) and ``tags``, as for
+            :meth:`publish`. The event's day is the clock's day at release.
+
+        Returns
+        -------
+        int
+            The scheduling order number, counting from 0 (a disabled bus
+            keeps nothing and returns 0).
+
+        Raises
+        ------
+        ValueError, TypeError
+            ``at_tick`` is not in the future, a field is unknown or invalid.
+        """
+        at_tick = check_clock("at_tick", at_tick)
+        if at_tick <= self.tick:
+            raise ValueError(
+                f"schedule() needs a tick after the current tick {self.tick}, got {at_tick}; "
+                "publish() the event now instead"
+            )
+        unknown = sorted(set(fields) - set(SCHEDULE_FIELDS))
+        if unknown:
+            raise TypeError(
+                f"schedule() got unknown fields {', '.join(unknown)}; "
+                f"accepted: {', '.join(SCHEDULE_FIELDS)}"
+            )
+        blank = dict.fromkeys(("polity_id", "ward_id", "actor_id", "subject_id", "payload"))
+        probe = self.event_from_dict(
+            {"seq": 1, "tick": at_tick, "day": 0, "kind": kind, "tags": (), **blank, **fields}
+        ).to_dict()
+        kept = {name: probe[name] for name in SCHEDULE_FIELDS if name in fields}
+        json.dumps(kept, allow_nan=False)
+        if not self.enabled:
+            return 0
+        return self._schedule.add(at_tick, probe["kind"], kept)
+
+    def scheduled(self) -> list[dict[str, Any]]:
+        """The events waiting for their tick, in release order (JSON-ready copies)."""
+        return list(self._schedule.to_state()["entries"])
+
+    def set_clock(self, tick: int, day: int | None = None) -> None:
+        """Set the bus clock (once per tick) and release the scheduled events now due.
+
+        Parameters
+        ----------
+        tick
+            The current tick.
+        day
+            The current day; ``None`` keeps the current one.
+        """
+        super().set_clock(tick, day)
+        queue = self._schedule
+        while queue and queue.first()[0] <= self.tick:
+            at_tick, _order, kind, fields = queue.first()
+            self.publish(kind, at_tick, **fields)  # if this raises, the entry stays queued
+            queue.pop_first()
+
     def __repr__(self) -> str:
         return (
             f"<EventBus {self._config.name!r} seq={self.latest_seq()} "
             f"retained={len(self)} pending={self.pending_count()} "
             f"subscriptions={len(self._registry)}>"
         )
-
-
 
 
 class EventBus(EventBusBase, RingCore):
@@ -342,8 +535,11 @@ def bus_class_for(core: ModuleType) -> type[EventBus]:
         cls = type(
             "EventBus",
             (EventBusBase, core.RingCore),
-            {"__doc__": EventBusBase.__doc__, "_world_event": core.WorldEvent,
-             "__module__": __name__},
+            {
+                "__doc__": EventBusBase.__doc__,
+                "_world_event": core.WorldEvent,
+                "__module__": __name__,
+            },
         )
         _variants[core.__name__] = cls
     return cls

@@ -1,0 +1,48 @@
+"""Helpers shared by the benchmark suites (parameters, core modules, paths)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+FLOOR_PYX = HERE / "floor_bus.pyx"
+
+#: Peers are optional (the ``bench`` extra): their benchmarks skip when absent.
+PEER_PACKAGES = {
+    "psygnal emit_fast": "psygnal",
+    "psygnal emit": "psygnal",
+    "pyee": "pyee",
+    "blinker": "blinker",
+}
+
+
+def implementation_params() -> list[Any]:
+    """Every implementation as a pytest param; the compiled core is marked."""
+    from ringbus._bench import IMPLEMENTATIONS
+
+    return [
+        pytest.param(name, marks=pytest.mark.c_extension, id="ringbus")
+        if name == "ringbus"
+        else pytest.param(name, id=name.replace(" ", "-"))
+        for name in IMPLEMENTATIONS
+    ]
+
+
+def core_params() -> list[Any]:
+    """Both cores as pytest params, the compiled one marked ``c_extension``."""
+    return [
+        pytest.param("python", id="pure"),
+        pytest.param("cython", marks=pytest.mark.c_extension, id="compiled"),
+    ]
+
+
+def core_module(name: str) -> ModuleType:
+    """The core module for ``"python"`` or ``"cython"`` (an error if not built)."""
+    return importlib.import_module(
+        "ringbus._ringbus" if name == "cython" else "ringbus._ringbus_py"
+    )

@@ -1,0 +1,54 @@
+"""Fixtures for the pytest-benchmark suites.
+
+The suites time the installed (or ``PYTHONPATH``) ringbus; the workload, the
+implementations and the floor come from :mod:`ringbus._bench`, so the suites,
+the gates and ``python -m ringbus bench`` measure the same thing.
+
+Run them with ``pytest benchmarks`` (timed) or ``pytest benchmarks
+--benchmark-disable`` (each benchmark once, as a fast check). The compiled
+core carries the ``c_extension`` marker: it is deselected only when
+``RINGBUS_NO_EXTENSIONS`` is on, otherwise a missing extension is an error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from types import ModuleType
+
+import pytest
+
+from bench_support import FLOOR_PYX, PEER_PACKAGES
+from ringbus._switch import extensions_disabled
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not extensions_disabled():
+        return
+    kept, deselected = [], []
+    for item in items:
+        (deselected if item.get_closest_marker("c_extension") else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def floor_module() -> ModuleType:
+    """The floor, compiled from ``benchmarks/floor_bus.pyx`` (needs Cython and a compiler)."""
+    from ringbus._bench import build_floor
+
+    if importlib.util.find_spec("Cython") is None:
+        pytest.skip("the floor needs Cython: pip install Cython")
+    module, note = build_floor(FLOOR_PYX.read_text(encoding="utf-8"))
+    if module is None:
+        raise RuntimeError(note)
+    return module
+
+
+@pytest.fixture
+def needs_peer(request: pytest.FixtureRequest) -> None:
+    """Skip a peer's benchmark when that peer is not installed."""
+    name = request.node.callspec.params.get("implementation")
+    package = PEER_PACKAGES.get(name)
+    if package is not None:
+        pytest.importorskip(package)

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Set up everything and run the whole test suite, as CI does:
+#   lint and types; sdist, then a wheel built from the sdist; the suite (and
+#   every benchmark once) against the installed compiled wheel; the same suite
+#   against a pure-Python wheel built with RINGBUS_NO_EXTENSIONS=1; the
+#   AddressSanitizer run; the performance gates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+source scripts/_system.sh
+ensure_system redis-server chromium valgrind
+python=${PYTHON:-python3}
+WORK=${RINGBUS_CI_DIR:-$ROOT/.venv-ci}
+PIP_FLAGS=(-q --disable-pip-version-check)
+step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+step "tools"
+rm -rf "$WORK" dist
+"$python" -m venv "$WORK/tools"
+T="$WORK/tools/bin"
+"$T/pip" install "${PIP_FLAGS[@]}" -U pip "setuptools>=70.1" build "Cython>=3.1" \
+    ruff mypy "redis>=5" playwright pytest hypothesis pytest-benchmark
+
+step "lint and types"
+"$T/ruff" check .
+"$T/ruff" format --check .
+"$T/mypy"
+
+step "sdist, then a wheel built from the sdist"
+LDSHARED="gcc -shared" "$T/python" -m build --outdir dist . >"$WORK/build.log" 2>&1 \
+    || { cat "$WORK/build.log"; exit 1; }
+SDIST=$(ls dist/ringbus-*.tar.gz)
+WHEEL=$(ls dist/ringbus-*.whl)
+echo "$SDIST"
+echo "$WHEEL"
+case "$WHEEL" in *none-any.whl) echo "the wheel has no compiled core"; exit 1 ;; esac
+
+install_venv() {  # install_venv DIR WHEEL
+    "$python" -m venv "$1"
+    "$1/bin/pip" install "${PIP_FLAGS[@]}" -U pip
+    "$1/bin/pip" install "${PIP_FLAGS[@]}" "$2[test,redis,bench]" playwright "Cython>=3.1" \
+        "setuptools>=70.1"
+}
+
+step "compiled wheel in a clean venv"
+install_venv "$WORK/cython" "$WHEEL"
+CY="$WORK/cython/bin/python"
+(cd / && "$CY" -c "
+import ringbus, sys
+assert ringbus.BACKEND == 'cython', ringbus.BACKEND
+assert 'site-packages' in ringbus.__file__, ringbus.__file__
+print('installed', ringbus.__version__, ringbus.BACKEND, ringbus.__file__)")
+"$CY" -m pytest tests benchmarks --benchmark-disable -q
+
+step "pure-Python wheel (RINGBUS_NO_EXTENSIONS=1) in a clean venv"
+RINGBUS_NO_EXTENSIONS=1 "$T/pip" wheel "${PIP_FLAGS[@]}" --no-deps -w "$WORK/pure-dist" "$SDIST"
+PURE_WHEEL=$(ls "$WORK"/pure-dist/ringbus-*-none-any.whl)
+install_venv "$WORK/pure" "$PURE_WHEEL"
+PY_PURE="$WORK/pure/bin/python"
+(cd / && RINGBUS_NO_EXTENSIONS=1 "$PY_PURE" -c "
+import ringbus
+assert ringbus.BACKEND == 'python', ringbus.BACKEND
+print('installed', ringbus.__version__, ringbus.BACKEND)")
+RINGBUS_NO_EXTENSIONS=1 "$PY_PURE" -m pytest tests benchmarks --benchmark-disable -q
+
+if [ -x .ci/asan ]; then
+    step "AddressSanitizer build and run"
+    PYTHON="$T/python" bash .ci/asan
+fi
+
+if [ -f benchmarks/gate.py ]; then
+    step "performance gate: ratios measured in one run"
+    "$CY" benchmarks/gate.py
+fi
+if [ -f benchmarks/callgrind_gate.py ]; then
+    step "performance gate: instruction counts against the committed baseline"
+    "$CY" benchmarks/callgrind_gate.py
+fi
+
+step "all checks passed"
