@@ -18,7 +18,7 @@ from libc.string cimport memcpy, memset
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.unicode cimport PyUnicode_GET_LENGTH
-from cpython.dict cimport PyDict_Next
+from cpython.dict cimport PyDict_Next, PyDict_SetItem
 from cpython.tuple cimport PyTuple_New
 
 from collections import deque
@@ -63,6 +63,18 @@ cdef extern from "Python.h":
     PyObject* _dict_get "PyDict_GetItemWithError"(object d, object key)
     void PyObject_GC_UnTrack(void* op)
     Py_ssize_t _refcount "Py_REFCNT"(object o)
+    ctypedef struct _MethodDef "PyMethodDef":
+        const char* ml_name
+        void* ml_meth
+        int ml_flags
+        const char* ml_doc
+    ctypedef struct _TypeDict "PyTypeObject":
+        PyObject* tp_dict
+    int METH_FASTCALL
+    int METH_KEYWORDS
+    object PyDescr_NewMethod(void* cls, _MethodDef* method)
+    void PyType_Modified(void* cls)
+    Py_ssize_t _tuple_size "PyTuple_GET_SIZE"(PyObject* tup)
 
 __all__ = ["FIELDS", "DROP_POLICIES", "RingCore", "WorldEvent"]
 
@@ -605,6 +617,16 @@ cdef class RingCore:
         tags=(),
     ):
         """Accept one event and return its seq (``0`` when the bus is disabled)."""
+        # Reached through the generic argument parser only when _publish_fastcall
+        # meets a call it does not handle itself (see the end of this module).
+        return self._publish(
+            kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
+        )
+
+    cdef object _publish(
+        self, object kind, object tick, object day, object polity_id, object ward_id,
+        object actor_id, object subject_id, object payload, object tags,
+    ):
         cdef PyObject* flat[MAX_FLAT]
         cdef Py_ssize_t count = 0
         cdef Py_ssize_t i
@@ -981,3 +1003,111 @@ cdef class RingCore:
             "pending": self._pos - self._next_pos,
             "retained": min(self._pos, <long long>self._max_events),
         }
+
+
+# -- publish's entry point ---------------------------------------------------
+# publish() is called once per event, nearly always as publish(kind, payload=d)
+# or with a few of its keyword-only fields. Cython's generic argument parser
+# takes and releases a reference for all nine arguments and walks a generic
+# keyword loop on every call; this METH_FASTCALL entry point matches the
+# (interned) keyword names by identity and calls the implementation with
+# borrowed references. Any other call — unknown, repeated or non-interned
+# names, too many positional arguments — goes to the generic parser, so
+# malformed calls fail exactly as before.
+
+cdef object _N_TICK = "tick"
+cdef object _N_DAY = "day"
+cdef object _N_POLITY = "polity_id"
+cdef object _N_WARD = "ward_id"
+cdef object _N_ACTOR = "actor_id"
+cdef object _N_SUBJECT = "subject_id"
+cdef object _N_PAYLOAD = "payload"
+cdef object _N_TAGS = "tags"
+# The generic ``publish`` (Cython's parser), kept for the calls handled below.
+cdef object _generic_publish = RingCore.__dict__["publish"]
+
+
+cdef PyObject* _publish_fastcall(
+    PyObject* self, PyObject** args, Py_ssize_t nargs, PyObject* kwnames
+) except NULL:
+    cdef PyObject* values[9]
+    cdef Py_ssize_t count = 0
+    cdef Py_ssize_t i, index
+    cdef PyObject* name
+    cdef object result
+    if nargs < 1 or nargs > 3:
+        return _publish_slow(self, args, nargs, kwnames)
+    values[0] = args[0]
+    values[1] = args[1] if nargs > 1 else NULL
+    values[2] = args[2] if nargs > 2 else NULL
+    for i in range(3, 9):
+        values[i] = NULL
+    if kwnames != NULL:
+        count = _tuple_size(kwnames)
+        for i in range(count):
+            name = _tuple_get(<object>kwnames, i)
+            if name == <PyObject*>_N_PAYLOAD:
+                index = 7
+            elif name == <PyObject*>_N_POLITY:
+                index = 3
+            elif name == <PyObject*>_N_SUBJECT:
+                index = 6
+            elif name == <PyObject*>_N_WARD:
+                index = 4
+            elif name == <PyObject*>_N_ACTOR:
+                index = 5
+            elif name == <PyObject*>_N_TAGS:
+                index = 8
+            elif name == <PyObject*>_N_TICK:
+                index = 1
+            elif name == <PyObject*>_N_DAY:
+                index = 2
+            else:
+                return _publish_slow(self, args, nargs, kwnames)
+            if values[index] != NULL:
+                return _publish_slow(self, args, nargs, kwnames)
+            values[index] = args[nargs + i]
+    result = (<RingCore>self)._publish(
+        <object>values[0],
+        None if values[1] == NULL else <object>values[1],
+        None if values[2] == NULL else <object>values[2],
+        None if values[3] == NULL else <object>values[3],
+        None if values[4] == NULL else <object>values[4],
+        None if values[5] == NULL else <object>values[5],
+        None if values[6] == NULL else <object>values[6],
+        None if values[7] == NULL else <object>values[7],
+        _EMPTY if values[8] == NULL else <object>values[8],
+    )
+    _incref(<PyObject*>result)
+    return <PyObject*>result
+
+
+cdef PyObject* _publish_slow(
+    PyObject* self, PyObject** args, Py_ssize_t nargs, PyObject* kwnames
+) except NULL:
+    cdef Py_ssize_t i
+    cdef Py_ssize_t count = 0 if kwnames == NULL else _tuple_size(kwnames)
+    cdef tuple positional = tuple([<object>args[i] for i in range(nargs)])
+    cdef dict keywords = {}
+    for i in range(count):
+        keywords[<object>_tuple_get(<object>kwnames, i)] = <object>args[nargs + i]
+    cdef object result = _generic_publish(<object>self, *positional, **keywords)
+    _incref(<PyObject*>result)
+    return <PyObject*>result
+
+
+cdef _MethodDef _publish_method
+_publish_method.ml_name = "publish"
+_publish_method.ml_meth = <void*>_publish_fastcall
+_publish_method.ml_flags = METH_FASTCALL | METH_KEYWORDS
+_publish_method.ml_doc = (
+    b"publish($self, /, kind, tick=None, day=None, *, polity_id=None, ward_id=None, "
+    b"actor_id=None, subject_id=None, payload=None, tags=())\n--\n\n"
+    b"Accept one event and return its seq (``0`` when the bus is disabled)."
+)
+PyDict_SetItem(
+    <object>(<_TypeDict*>RingCore).tp_dict,
+    "publish",
+    PyDescr_NewMethod(<void*>RingCore, &_publish_method),
+)
+PyType_Modified(<void*>RingCore)
