@@ -1030,18 +1030,25 @@ cdef object _generic_publish = RingCore.__dict__["publish"]
 cdef PyObject* _publish_fastcall(
     PyObject* self, PyObject** args, Py_ssize_t nargs, PyObject* kwnames
 ) except NULL:
+    # Borrowed references only: the caller keeps every argument alive.
+    cdef PyObject* none = <PyObject*>None
     cdef PyObject* values[9]
-    cdef Py_ssize_t count = 0
-    cdef Py_ssize_t i, index
+    cdef unsigned int given
+    cdef Py_ssize_t count, i, index
     cdef PyObject* name
     cdef object result
     if nargs < 1 or nargs > 3:
         return _publish_slow(self, args, nargs, kwnames)
     values[0] = args[0]
-    values[1] = args[1] if nargs > 1 else NULL
-    values[2] = args[2] if nargs > 2 else NULL
-    for i in range(3, 9):
-        values[i] = NULL
+    values[1] = args[1] if nargs > 1 else none
+    values[2] = args[2] if nargs > 2 else none
+    values[3] = none
+    values[4] = none
+    values[5] = none
+    values[6] = none
+    values[7] = none
+    values[8] = <PyObject*>_EMPTY
+    given = (1u << nargs) - 1
     if kwnames != NULL:
         count = _tuple_size(kwnames)
         for i in range(count):
@@ -1064,19 +1071,14 @@ cdef PyObject* _publish_fastcall(
                 index = 2
             else:
                 return _publish_slow(self, args, nargs, kwnames)
-            if values[index] != NULL:
+            if given & (1u << index):
                 return _publish_slow(self, args, nargs, kwnames)
+            given |= 1u << index
             values[index] = args[nargs + i]
     result = (<RingCore>self)._publish(
-        <object>values[0],
-        None if values[1] == NULL else <object>values[1],
-        None if values[2] == NULL else <object>values[2],
-        None if values[3] == NULL else <object>values[3],
-        None if values[4] == NULL else <object>values[4],
-        None if values[5] == NULL else <object>values[5],
-        None if values[6] == NULL else <object>values[6],
-        None if values[7] == NULL else <object>values[7],
-        _EMPTY if values[8] == NULL else <object>values[8],
+        <object>values[0], <object>values[1], <object>values[2], <object>values[3],
+        <object>values[4], <object>values[5], <object>values[6], <object>values[7],
+        <object>values[8],
     )
     _incref(<PyObject*>result)
     return <PyObject*>result

@@ -19,7 +19,8 @@ rm -rf "$WORK" dist
 "$python" -m venv "$WORK/tools"
 T="$WORK/tools/bin"
 "$T/pip" install "${PIP_FLAGS[@]}" -U pip "setuptools>=70.1" build "Cython>=3.1" \
-    "ruff==0.17.6" "mypy==2.4.1" "redis>=5" playwright pytest hypothesis pytest-benchmark
+    "ruff==0.17.6" "mypy==2.4.1" "redis>=5" playwright pytest hypothesis pytest-benchmark \
+    psygnal blinker pyee
 
 step "lint and types"
 "$T/ruff" check .

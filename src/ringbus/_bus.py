@@ -17,8 +17,9 @@ from . import _backend
 from ._backend import RingCore, WorldEvent
 from ._config import ERROR_POLICIES, EventBusConfig
 from ._deadletter import DeadLetterQueue
+from ._deliveries import DeliveryRecord, DeliveryTracker
 from ._normalise import check_clock
-from ._registry import Handler, KindSelector, Registry, Subscription
+from ._registry import Handler, KindSelector, Registry, Subscription, member_of
 from ._schedule import SCHEDULE_FIELDS, Schedule
 
 __all__ = ["SNAPSHOT_FORMAT", "SNAPSHOT_VERSION", "EventBus", "bus_class_for"]
@@ -104,6 +105,9 @@ class EventBusBase(_Core):
         *,
         kinds: Iterable[str] | str | None = None,
         name: str | None = None,
+        priority: int = 0,
+        group: str | None = None,
+        group_key: str | Callable[[Any], object] | None = None,
         error_policy: str | None = None,
     ) -> int:
         """Call ``handler(event)`` for every matching event from the next one on.
@@ -113,10 +117,23 @@ class EventBusBase(_Core):
         handler
             A callable taking one :class:`WorldEvent`.
         kinds
-            Kinds and fnmatch globs (``"DELIVERY_*"``) to receive; ``None``
-            receives every kind.
+            Selectors of the kinds to receive; ``None`` receives every kind.
+            Exact kinds, fnmatch globs (``"DELIVERY_*"``), prefixes ending in
+            ``/`` (``"cognition/"``) and colon segment globs
+            (``"data:*:created"``, ``"agent:**"``), mixed freely.
         name
-            Optional label used in error notes.
+            Optional label used in error notes (and, in a group, to place
+            keys).
+        priority
+            Higher priorities receive each event first; equal ones in
+            subscription order.
+        group
+            Join this load-balanced group: each event goes to exactly one
+            member (round-robin, or by ``group_key``).
+        group_key
+            With ``group``: an event field name (``"subject_id"``) or a
+            callable taking the event; events with the same key go to the
+            same member. Every member of a group passes the same one.
         error_policy
             ``"raise"``, ``"log"`` or ``"dead_letter"`` for this subscription's
             errors; ``None`` follows :attr:`EventBusConfig.error_policy`.
@@ -131,7 +148,7 @@ class EventBusBase(_Core):
                 f"error_policy must be one of {', '.join(ERROR_POLICIES)} or None, "
                 f"got {error_policy!r}"
             )
-        subscription = self._registry.add(handler, kinds, name)
+        subscription = self._registry.add(handler, kinds, name, priority, group, group_key)
         self._routes.clear()
         if error_policy is not None:
             self._error_policies[subscription.sub_id] = error_policy
@@ -155,10 +172,80 @@ class EventBusBase(_Core):
         """The live subscriptions, in subscription order."""
         return list(self._registry)
 
+    def track_deliveries(self, limit: int | None) -> None:
+        """Record delivery states for debugging, keeping at most ``limit``; ``None`` stops.
+
+        Off by default: nothing is wrapped and nothing recorded. On, each
+        delivery is recorded as ``processing`` while its handler runs, then
+        ``completed`` or ``failed`` (with attempts, retries included); see
+        :meth:`delivery_states`. Records travel in :meth:`snapshot`. Each
+        call starts a fresh record.
+        """
+        self._registry.tracker = None if limit is None else DeliveryTracker(limit)
+        self._routes.clear()
+
+    def delivery_states(
+        self, seq: int | None = None, subscription: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Delivery states, oldest first, then the pending ones in seq order.
+
+        Needs :meth:`track_deliveries`. Each item is a dict with ``seq``,
+        ``kind``, ``sub_id``, ``name``, ``group``, ``state`` (``"pending"``,
+        ``"processing"``, ``"completed"``, ``"failed"``), ``attempts`` and
+        ``error``. Pending entries are the events waiting for a drain and
+        who would receive them now (one entry per group, ``sub_id`` ``None``).
+
+        Parameters
+        ----------
+        seq
+            Only this event's deliveries.
+        subscription
+            Only this subscription id's deliveries (pending group entries
+            are included for its group).
+
+        Raises
+        ------
+        RuntimeError
+            Delivery tracking is off.
+        """
+        tracker = self._registry.tracker
+        if tracker is None:
+            raise RuntimeError("delivery tracking is off: call bus.track_deliveries(limit) first")
+        group_of = None
+        if subscription is not None:
+            live = [s for s in self._registry if s.sub_id == subscription]
+            group_of = live[0].group if live else None
+        states = [
+            record.to_dict()
+            for record in tracker.records.values()
+            if (seq is None or record.seq == seq)
+            and (subscription is None or record.sub_id == subscription)
+        ]
+        targets: dict[str, list[Any]] = {}
+        for event in self.pending_events():
+            if seq is not None and event.seq != seq:
+                continue
+            if event.kind not in targets:
+                targets[event.kind] = self._registry.targets(event.kind)
+            for target in targets[event.kind]:
+                if isinstance(target, Subscription):
+                    if subscription is not None and target.sub_id != subscription:
+                        continue
+                    sub_id, name, group = target.sub_id, target.name, target.group
+                else:
+                    if subscription is not None and target.name != group_of:
+                        continue
+                    sub_id, name, group = None, None, target.name
+                states.append(
+                    DeliveryRecord(event.seq, event.kind, sub_id, name, group, "pending").to_dict()
+                )
+        return states
+
     def _resolve_route(self, kind: str) -> tuple[tuple[Handler, Subscription], ...]:
         return self._registry.route(kind)
 
     def _on_handler_error(self, event: WorldEvent, subscription: object, error: Exception) -> bool:
+        subscription = member_of(subscription)
         error.add_note(
             f"ringbus: raised while delivering seq={event.seq} kind={event.kind!r} "
             f"to {subscription!r}"
@@ -194,7 +281,7 @@ class EventBusBase(_Core):
         subscription: Subscription
         for subscription in self._registry:
             if subscription.sub_id == sub_id and subscription.name == name:
-                return subscription
+                return self._registry.tracked(subscription)
         return None
 
     def _listen_for_retries(self) -> None:
@@ -350,6 +437,11 @@ class EventBusBase(_Core):
             state["scheduled"] = self._schedule.to_state()
         if self._dead_letters.has_state():
             state["dead_letters"] = self._dead_letters.to_dict()
+        routing = self._registry.to_state()
+        if routing:
+            state["routing"] = routing
+        if self._registry.tracker is not None:
+            state["deliveries"] = self._registry.tracker.to_state()
         if debug_events is not False:
             count = (
                 self._config.snapshot_debug_events
@@ -415,6 +507,11 @@ class EventBusBase(_Core):
             self._dead_letters.load(snapshot["dead_letters"], self.event_from_dict)
             if self._dead_letters.retries:
                 self._listen_for_retries()
+        if "routing" in snapshot:
+            self._registry.load_state(snapshot["routing"])
+        if "deliveries" in snapshot:
+            self._registry.tracker = DeliveryTracker.from_state(snapshot["deliveries"])
+            self._routes.clear()
         for name, state in hooks.items():
             self._snapshot_hooks[name][1](state)
 

@@ -1,58 +1,37 @@
-"""Subscriptions and kind selectors, resolved into per-kind routes.
+"""Subscriptions, priorities and groups, resolved into per-kind routes.
 
 Selectors are matched when a kind is first routed (at subscribe time for
 the kinds already seen), never per event: the core caches each kind's
-route and the registry clears that cache whenever subscriptions change.
+route and the bus clears that cache whenever subscriptions change.
+
+A route is a tuple of ``(handler, subscription)`` entries. Its order is
+the delivery order for that kind, and it depends only on the subscriptions,
+never on which selector form matched:
+
+1. higher ``priority`` first;
+2. equal priorities in subscription order.
+
+A subscriber matched by several of its patterns is in the route once. A
+load-balanced group is one entry (see :mod:`ringbus._groups`) whose second
+element is the :class:`~ringbus._groups.Group`; ``member_of`` turns it
+into the member that was being called. When no subscription has a priority
+or a group and delivery tracking is off, the route is exactly
+``tuple((sub.handler, sub) for sub in subscriptions if sub.matches(kind))``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from fnmatch import fnmatchcase
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
-__all__ = ["KindSelector", "Registry", "Subscription"]
+from ._deliveries import DeliveryTracker, TrackedHandler
+from ._groups import Group, GroupDispatch, GroupKey, check_group_key
+from ._selectors import KindSelector
+
+__all__ = ["KindSelector", "Registry", "Subscription", "member_of"]
 
 Handler = Callable[[Any], object]
-_GLOB_CHARS = frozenset("*?[")
-
-
-class KindSelector:
-    """A set of kinds and fnmatch globs; ``kind in selector`` tests a kind.
-
-    Parameters
-    ----------
-    kinds
-        An iterable of kinds or globs (``"DELIVERY_*"``), or a single string.
-    """
-
-    __slots__ = ("_cache", "exact", "globs", "selectors")
-
-    def __init__(self, kinds: Iterable[str] | str) -> None:
-        items = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-        for item in items:
-            if not isinstance(item, str) or not item:
-                raise TypeError(f"kind selectors must be non-empty str, got {item!r}")
-        self.selectors: tuple[str, ...] = tuple(dict.fromkeys(items))
-        self.exact = frozenset(s for s in self.selectors if not _GLOB_CHARS & set(s))
-        self.globs = tuple(s for s in self.selectors if _GLOB_CHARS & set(s))
-        self._cache: dict[str, bool] = {}
-
-    def __contains__(self, kind: object) -> bool:
-        if kind in self.exact:
-            return True
-        if not self.globs or not isinstance(kind, str):
-            return False
-        hit = self._cache.get(kind)
-        if hit is None:
-            if len(self._cache) > 4096:  # many distinct kinds: keep memory bounded
-                self._cache.clear()
-            hit = any(fnmatchcase(kind, glob) for glob in self.globs)
-            self._cache[kind] = hit
-        return hit
-
-    def __repr__(self) -> str:
-        return f"KindSelector({list(self.selectors)!r})"
 
 
 class Subscription:
@@ -68,26 +47,64 @@ class Subscription:
         The selector, or ``None`` for every kind.
     name
         An optional name, used in error notes and reports.
+    priority
+        Higher priorities receive each event first (default 0).
+    group
+        The load-balanced group it belongs to, or ``None``.
     """
 
-    __slots__ = ("handler", "kinds", "name", "sub_id")
+    __slots__ = ("group", "handler", "kinds", "name", "priority", "sub_id")
 
     def __init__(
-        self, sub_id: int, handler: Handler, kinds: KindSelector | None, name: str | None
+        self,
+        sub_id: int,
+        handler: Handler,
+        kinds: KindSelector | None,
+        name: str | None,
+        priority: int = 0,
+        group: str | None = None,
     ) -> None:
         self.sub_id = sub_id
         self.handler = handler
         self.kinds = kinds
         self.name = name
+        self.priority = priority
+        self.group = group
 
     def matches(self, kind: str) -> bool:
         """Whether this subscription receives events of ``kind``."""
         return self.kinds is None or kind in self.kinds
 
+    def with_handler(self, handler: Handler) -> Subscription:
+        """A copy of this subscription calling ``handler`` instead."""
+        return Subscription(self.sub_id, handler, self.kinds, self.name, self.priority, self.group)
+
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
         kinds = "all kinds" if self.kinds is None else ", ".join(self.kinds.selectors)
-        return f"<Subscription {self.sub_id}{label} for {kinds}>"
+        extra = ""
+        if self.priority:
+            extra += f" priority={self.priority}"
+        if self.group is not None:
+            extra += f" in group {self.group!r}"
+        return f"<Subscription {self.sub_id}{label} for {kinds}{extra}>"
+
+
+def member_of(subscription: object) -> object:
+    """The subscription behind a route entry's second element.
+
+    For a group entry, the member the group was delivering to; otherwise
+    ``subscription`` itself.
+    """
+    if type(subscription) is Group and subscription.current is not None:
+        return subscription.current
+    return subscription
+
+
+def _check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+    return priority
 
 
 class Registry:
@@ -96,34 +113,137 @@ class Registry:
     def __init__(self) -> None:
         self._subscriptions: dict[int, Subscription] = {}
         self._next_id = 1
+        self._prioritised = 0
+        self._groups: dict[str, Group] = {}
+        self._grouped = 0
+        self.tracker: DeliveryTracker | None = None
 
     def add(
-        self, handler: Handler, kinds: Iterable[str] | str | None, name: str | None
+        self,
+        handler: Handler,
+        kinds: Iterable[str] | str | None,
+        name: str | None,
+        priority: int = 0,
+        group: str | None = None,
+        group_key: GroupKey = None,
     ) -> Subscription:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+        priority = _check_priority(priority)
         selector = None if kinds is None else KindSelector(kinds)
-        subscription = Subscription(self._next_id, handler, selector, name)
+        target: Group | None = None
+        if group is None:
+            if group_key is not None:
+                raise ValueError("group_key needs group=: name the group the subscriber joins")
+        else:
+            if not isinstance(group, str) or not group:
+                raise TypeError(f"group must be a non-empty str or None, got {group!r}")
+            group_key = check_group_key(group_key)
+            target = self._groups.get(group)
+            if target is None:
+                target = self._groups[group] = Group(group, group_key)
+            elif target.size == 0:
+                target.key = group_key
+            elif target.key != group_key:
+                raise ValueError(
+                    f"group {group!r} routes by {target.key!r}; every member must pass the "
+                    f"same group_key (got {group_key!r})"
+                )
+        subscription = Subscription(self._next_id, handler, selector, name, priority, group)
         self._subscriptions[subscription.sub_id] = subscription
         self._next_id += 1
+        if priority:
+            self._prioritised += 1
+        if target is not None:
+            target.size += 1
+            self._grouped += 1
         return subscription
 
     def remove(self, sub_id: int) -> Subscription:
         try:
-            return self._subscriptions.pop(sub_id)
+            subscription = self._subscriptions.pop(sub_id)
         except (KeyError, TypeError):
             raise KeyError(f"no subscription with id {sub_id!r}") from None
+        if subscription.priority:
+            self._prioritised -= 1
+        if subscription.group is not None:
+            self._groups[subscription.group].size -= 1
+            self._grouped -= 1
+        return subscription
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Subscription]:
         return iter(tuple(self._subscriptions.values()))
 
     def __len__(self) -> int:
         return len(self._subscriptions)
 
-    def route(self, kind: str) -> tuple[tuple[Handler, Subscription], ...]:
-        """The ``(handler, subscription)`` entries for ``kind``, in subscription order."""
-        return tuple(
-            (sub.handler, sub) for sub in self._subscriptions.values() if sub.matches(kind)
-        )
+    def group(self, name: str) -> Group | None:
+        """The group called ``name``, if any subscription ever joined it."""
+        return self._groups.get(name)
+
+    def route(self, kind: str) -> tuple[tuple[Handler, Any], ...]:
+        """The ``(handler, subscription)`` entries for ``kind``, in delivery order."""
+        if not (self._prioritised or self._grouped or self.tracker is not None):
+            return tuple(
+                (sub.handler, sub) for sub in self._subscriptions.values() if sub.matches(kind)
+            )
+        tracker = self.tracker
+        order: list[Subscription | list[Subscription]] = []
+        members_of: dict[str, list[Subscription]] = {}
+        for sub in self._subscriptions.values():
+            if not sub.matches(kind):
+                continue
+            if sub.group is None:
+                order.append(sub)
+                continue
+            members = members_of.get(sub.group)
+            if members is None:
+                members = members_of[sub.group] = []
+                order.append(members)
+            members.append(sub)
+        entries: list[tuple[int, Handler, Any]] = []
+        for item in order:
+            if isinstance(item, Subscription):
+                handler = item.handler
+                if tracker is not None:
+                    handler = TrackedHandler(tracker, item, handler)
+                entries.append((item.priority, handler, item))
+            else:
+                group = self._groups[item[0].group]  # type: ignore[index]
+                dispatch = GroupDispatch(group, tuple(item), tracker)
+                entries.append((max(m.priority for m in item), dispatch, group))
+        if self._prioritised:
+            entries.sort(key=lambda entry: -entry[0])  # stable: ties keep subscription order
+        return tuple((handler, target) for _priority, handler, target in entries)
+
+    def targets(self, kind: str) -> list[Subscription | Group]:
+        """Who would receive an event of ``kind`` now (groups as one target)."""
+        return [target for _handler, target in self.route(kind)]
+
+    def tracked(self, subscription: Subscription) -> Subscription:
+        """``subscription``, with its handler reporting to the tracker when tracking is on."""
+        tracker = self.tracker
+        if tracker is None:
+            return subscription
+        return subscription.with_handler(partial(tracker.call, subscription, subscription.handler))
+
+    # -- snapshot state -------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        """Group rotation state (JSON-ready), empty when there is none."""
+        turns = {name: group.turn for name, group in sorted(self._groups.items()) if group.turn}
+        return {"group_turns": turns} if turns else {}
+
+    def load_state(self, state: Any) -> None:
+        """Restore what :meth:`to_state` returned."""
+        turns = state.get("group_turns", {}) if isinstance(state, dict) else None
+        if not isinstance(turns, dict):
+            raise ValueError("snapshot 'routing' must be a dict with a 'group_turns' dict")
+        for name, turn in turns.items():
+            if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
+                raise ValueError(f"snapshot group turn for {name!r} must be an int >= 0")
+            group = self._groups.get(name)
+            if group is None:
+                group = self._groups[name] = Group(name)
+            group.turn = turn
