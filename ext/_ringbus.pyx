@@ -75,6 +75,8 @@ cdef extern from "Python.h":
     object PyDescr_NewMethod(void* cls, _MethodDef* method)
     void PyType_Modified(void* cls)
     Py_ssize_t _tuple_size "PyTuple_GET_SIZE"(PyObject* tup)
+    PyObject* _call_one "PyObject_CallOneArg"(PyObject* callable, PyObject* arg)
+    int PyErr_ExceptionMatches(PyObject* exc)
 
 __all__ = ["FIELDS", "DROP_POLICIES", "RingCore", "WorldEvent"]
 
@@ -111,6 +113,11 @@ cdef enum:
 assert MAX_FLAT == 2 * MAX_PAYLOAD_ITEMS_LIMIT
 
 cdef tuple _EMPTY = ()
+
+
+cdef int _raise_pending() except -1:
+    """Let Cython pick up the exception a C API call left set."""
+    return -1
 
 
 cdef inline long long _clock_arg(str name, object value) except -1:
@@ -500,6 +507,12 @@ cdef class RingCore:
     cdef _Storage _ring
     cdef bint _storing
     cdef object _spill
+    # Urgent lane: (position, seq) of pending urgent events; _done holds the
+    # positions of those already dispatched ahead of their turn.
+    cdef object _urgent
+    cdef set _done
+    # Direct delivery: destination of each pending direct event, by seq.
+    cdef dict _destinations
     cdef readonly dict _routes
     cdef long long _published
     cdef long long _dispatched
@@ -512,6 +525,9 @@ cdef class RingCore:
         self._max_events = 1
         self._routes = {}
         self._spill = deque()
+        self._urgent = deque()
+        self._done = set()
+        self._destinations = {}
 
     def __init__(
         self,
@@ -548,6 +564,9 @@ cdef class RingCore:
         self._enabled = bool(enabled)
         self._routes = {}
         self._spill = deque()
+        self._urgent = deque()
+        self._done = set()
+        self._destinations = {}
         self._seq = 0
         self._tick = 0
         self._day = 0
@@ -698,13 +717,55 @@ cdef class RingCore:
         )
         return self._seq
 
+    def _publish_routed(
+        self, urgent, destination, kind, tick, day, polity_id, ward_id, actor_id,
+        subject_id, payload, tags,
+    ):
+        """Publish into the urgent lane and/or to one destination (see EventBus)."""
+        if destination is not None and (type(destination) is not str or not destination):
+            raise TypeError(f"destination must be a non-empty str, got {destination!r}")
+        seq = self._publish(
+            kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
+        )
+        if seq:
+            self._mark(seq, bool(urgent), destination)
+        return seq
+
+    def _ingest_routed(self, event, urgent, destination):
+        """``ingest`` into the urgent lane and/or to one destination (restore)."""
+        if destination is not None and (type(destination) is not str or not destination):
+            raise TypeError(f"destination must be a non-empty str, got {destination!r}")
+        seq = self.ingest(event)
+        if seq:
+            self._mark(seq, bool(urgent), destination)
+        return seq
+
+    @cython.final
+    cdef void _mark(self, long long seq, bint urgent, object destination):
+        if urgent:
+            self._urgent.append((self._pos - 1, seq))
+        if destination is not None:
+            self._destinations[seq] = destination
+
+    def pending_routing(self):
+        """Seqs of pending urgent events, and ``(seq, destination)`` of pending direct ones."""
+        return (
+            [seq for _position, seq in self._urgent],
+            sorted(self._destinations.items()),
+        )
+
+    cdef inline long long _pending_count(self):
+        return self._pos - self._next_pos - len(self._done)
+
+    @cython.final
     cdef int _admit(self) except -1:
-        if self._pos - self._next_pos >= self._max_pending:
+        if self._pending_count() >= self._max_pending:
             raise PendingOverflowError(pending_overflow_message(self._max_pending))
         if self._raise_when_full and self._pos >= self._max_events:
             raise RingFullError(ring_full_message(self._max_events))
         return 0
 
+    @cython.final
     cdef int _store(
         self, long long seq, long long tick, long long day, object kind, object polity_id,
         object ward_id, object actor_id, object subject_id, object tags, PyObject** flat,
@@ -727,7 +788,9 @@ cdef class RingCore:
                 if ring.views[slot] != NULL:
                     # A handed-out event still reads its payload here: copy it out.
                     (<WorldEvent>ring.views[slot])._materialise()
-                if self._pos - self._max_events >= self._next_pos:
+                if self._pos - self._max_events >= self._next_pos and not (
+                    self._done and (self._pos - self._max_events) in self._done
+                ):
                     # Overwriting an event nobody has been handed yet: keep it.
                     self._spill.append(self._event_at(self._pos - self._max_events))
             finally:
@@ -759,12 +822,14 @@ cdef class RingCore:
             _xdecref(old[i])
         return 0
 
+    @cython.final
     cdef WorldEvent _header_at(self, Py_ssize_t slot):
         """A new event with every field of ``slot`` but the payload."""
         cdef WorldEvent event = WorldEvent.__new__(WorldEvent)
         self._fill_header(event, slot)
         return event
 
+    @cython.final
     cdef void _fill_header(self, WorldEvent event, Py_ssize_t slot):
         cdef _Storage ring = self._ring
         cdef long long* meta = ring.meta + slot * M_STRIDE
@@ -779,6 +844,7 @@ cdef class RingCore:
         event._subject_id = <object>objs[O_SUBJECT]
         event._tags = <tuple>objs[O_TAGS]
 
+    @cython.final
     cdef object _event_at(self, long long position):
         """Build the event at ``position`` with its own payload copy, or None
         if it is no longer retained."""
@@ -795,6 +861,7 @@ cdef class RingCore:
         event._flat = flat
         return event
 
+    @cython.final
     cdef WorldEvent _view_at(self, long long position, WorldEvent spare):
         """Build the event at ``position`` as a view on its slot (for drain).
 
@@ -843,8 +910,80 @@ cdef class RingCore:
         """Called when a handler raised; return True to raise it after the drain."""
         return True
 
+    def _resolve_direct(self, destination, kind):
+        """Return the entries for an event sent to ``destination``."""
+        return ()
+
+    def _on_undeliverable(self, event, destination):
+        """Called for a direct event nobody takes; a returned exception is raised after the drain."""
+        return None
+
     cdef inline long long _oldest_pos(self) noexcept:
         return self._pos - min(self._pos, <long long>self._max_events)
+
+    @cython.final
+    cdef tuple _route_for(self, object kind, long long seq):
+        cdef PyObject* found
+        cdef tuple route
+        if self._destinations:
+            destination = self._destinations.get(seq)
+            if destination is not None:
+                route = self._resolve_direct(destination, kind)
+                if type(route) is not tuple:
+                    raise TypeError("_resolve_direct() must return a tuple")
+                return route
+        found = _dict_get(self._routes, kind)
+        if found != NULL:
+            return <tuple>found
+        route = self._resolve_route(kind)
+        if type(route) is not tuple:
+            raise TypeError("_resolve_route() must return a tuple")
+        self._routes[kind] = route
+        return route
+
+    @cython.final
+    cdef list _deliver(self, object event, long long seq, tuple route, list errors):
+        """Hand ``event`` to every entry of ``route``; collect errors to raise."""
+        cdef Py_ssize_t i
+        cdef Py_ssize_t size = len(route)
+        self._dispatched += 1
+        if self._destinations:
+            destination = self._destinations.pop(seq, None)
+            if destination is not None and not size:
+                problem = self._on_undeliverable(event, destination)
+                if problem is not None:
+                    if errors is None:
+                        errors = []
+                    errors.append(problem)
+        cdef PyObject* entry
+        cdef PyObject* result
+        for i in range(size):
+            entry = _tuple_get(route, i)
+            # Called through the C API: the try machinery below runs only for
+            # a handler that failed, not around every call.
+            result = _call_one(_tuple_get(<object>entry, 0), <PyObject*>event)
+            if result != NULL:
+                _xdecref(result)
+                self._delivered += 1
+                continue
+            if not PyErr_ExceptionMatches(<PyObject*>Exception):
+                _raise_pending()  # KeyboardInterrupt and friends end the drain
+            try:
+                _raise_pending()
+            except Exception as error:
+                self._handler_errors += 1
+                if self._on_handler_error(event, <object>_tuple_get(<object>entry, 1), error):
+                    if errors is None:
+                        errors = []
+                    errors.append(error)
+        return errors
+
+    @cython.final
+    cdef object _spilled_event(self, long long seq):
+        for event in self._spill:
+            if (<WorldEvent>event)._seq == seq:
+                return event
+        raise AssertionError(f"pending event seq {seq} is missing")  # cannot happen
 
     def drain(self, max_rounds=None):
         """Dispatch the pending events, in seq order; return how many."""
@@ -852,11 +991,10 @@ cdef class RingCore:
             self._cascade_rounds if max_rounds is None
             else check_positive("max_rounds", max_rounds)
         )
-        cdef Py_ssize_t round_index, i, size
-        cdef long long end, position, total = 0
-        cdef bint spilled
-        cdef PyObject* found
-        cdef tuple route, entry
+        cdef Py_ssize_t round_index
+        cdef long long end, position, seq, total = 0
+        cdef bint spilled, needed
+        cdef tuple route
         cdef object kind, event
         cdef WorldEvent spare = None
         cdef list errors = None
@@ -871,55 +1009,70 @@ cdef class RingCore:
                 end = self._pos
                 if self._next_pos >= end:
                     break
+                # The urgent lane first: urgent events pending when the round began.
+                while self._urgent:
+                    position, seq = self._urgent[0]
+                    if position >= end:
+                        break
+                    spilled = position < self._oldest_pos()
+                    if spilled:
+                        event = self._spilled_event(seq)
+                        kind = (<WorldEvent>event)._kind
+                    else:
+                        kind = <object>self._ring.objs[
+                            (position % self._max_events) * self._ostride + O_KIND
+                        ]
+                    route = self._route_for(kind, seq)
+                    if not spilled:
+                        event = self._event_at(position)
+                        if event is None:  # overwritten meanwhile: it was spilled
+                            spilled = True
+                            event = self._spilled_event(seq)
+                    self._urgent.popleft()
+                    if spilled:
+                        self._spill.remove(event)
+                    self._done.add(position)
+                    total += 1
+                    errors = self._deliver(event, seq, route, errors)
+                    event = None
                 while self._next_pos < end:
                     position = self._next_pos
+                    if self._done and position in self._done:
+                        self._done.discard(position)  # dispatched by the urgent lane
+                        self._next_pos = position + 1
+                        continue
                     spilled = position < self._oldest_pos()
                     if spilled:
                         event = self._spill[0]
                         kind = (<WorldEvent>event)._kind
+                        seq = (<WorldEvent>event)._seq
                     else:
                         event = None
                         kind = <object>self._ring.objs[
                             (position % self._max_events) * self._ostride + O_KIND
                         ]
-                    found = _dict_get(self._routes, kind)
-                    if found == NULL:
-                        route = self._resolve_route(kind)
-                        if type(route) is not tuple:
-                            raise TypeError("_resolve_route() must return a tuple")
-                        self._routes[kind] = route
-                    else:
-                        route = <tuple>found
-                    size = len(route)
+                        seq = self._ring.meta[(position % self._max_events) * M_STRIDE + M_SEQ]
+                    route = self._route_for(kind, seq)
+                    needed = len(route) != 0 or (
+                        bool(self._destinations) and seq in self._destinations
+                    )
                     if spilled:
                         self._spill.popleft()
-                    elif size:
+                    elif needed:
                         if position < self._oldest_pos():  # overwritten meanwhile
                             event = self._spill.popleft()
                         else:
                             event = self._view_at(position, spare)
                             spare = None
                     self._next_pos = position + 1
-                    self._dispatched += 1
                     total += 1
-                    for i in range(size):
-                        entry = <tuple>route[i]
-                        try:
-                            entry[0](event)
-                        except Exception as error:
-                            self._handler_errors += 1
-                            if self._on_handler_error(event, entry[1], error):
-                                if errors is None:
-                                    errors = []
-                                errors.append(error)
-                        else:
-                            self._delivered += 1
-                    if size and not spilled:
+                    errors = self._deliver(event, seq, route, errors)
+                    if needed and not spilled:
                         spare = <WorldEvent>event
                     event = None
         finally:
             self._draining = False
-        cdef long long left = self._pos - self._next_pos
+        cdef long long left = self._pending_count()
         if rounds > 1 and left:
             cascade = CascadeLimitError(cascade_limit_message(rounds, left))
             if errors is None:
@@ -978,14 +1131,15 @@ cdef class RingCore:
 
     def pending_count(self):
         """Number of events waiting for :meth:`drain`."""
-        return self._pos - self._next_pos
+        return self._pending_count()
 
     def pending_events(self):
         """The events waiting for :meth:`drain`, oldest first."""
         cdef list out = list(self._spill)
         cdef long long position = max(self._next_pos, self._oldest_pos())
         while position < self._pos:
-            out.append(self._event_at(position))
+            if not (self._done and position in self._done):
+                out.append(self._event_at(position))
             position += 1
         return out
 
@@ -1000,7 +1154,7 @@ cdef class RingCore:
             "delivered": self._delivered,
             "handler_errors": self._handler_errors,
             "overwritten": self._overwritten,
-            "pending": self._pos - self._next_pos,
+            "pending": self._pending_count(),
             "retained": min(self._pos, <long long>self._max_events),
         }
 

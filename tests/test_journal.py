@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import ringbus
 from ringbus import kinds
 from ringbus.__main__ import main as ringbus_main
 from ringbus.journal import (
@@ -27,7 +28,8 @@ from ringbus.journal import (
     verify_journal,
 )
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+# Where the ringbus under test lives (the source tree or site-packages).
+SRC = str(Path(ringbus.__file__).resolve().parent.parent)
 
 
 def run_world(bus: Any, ticks: int = 10, per_tick: int = 3) -> None:

@@ -30,6 +30,7 @@ def state(bus: Any) -> dict[str, Any]:
         "ring": [e.to_dict() for e in bus.get_since(0)],
         "stats": bus.stats(),
         "clock": (bus.tick, bus.day),
+        "routing": bus.pending_routing(),
     }
 
 
@@ -63,6 +64,13 @@ def random_payload(rng: random.Random) -> object:
 
 def step(rng: random.Random, bus: Any, log: list[tuple[int, int]], tag: int) -> Any:
     op = rng.randrange(100)
+    if op < 8:
+        urgent = rng.random() < 0.5
+        destination = rng.choice([None, "a", "b", "nobody"]) if op < 4 else None
+        kind = rng.choice(KINDS)
+        if destination is None:
+            return lambda: bus.publish_urgent(kind, payload=random_payload(rng))
+        return lambda: bus.send(destination, kind, urgent=urgent, payload={"d": 1})
     if op < 55:
         kind = rng.choice(KINDS) if rng.random() > 0.02 else rng.choice(["", 7])
         tick = None if rng.random() < 0.7 else rng.choice([rng.randrange(50), -3])
@@ -88,7 +96,8 @@ def step(rng: random.Random, bus: Any, log: list[tuple[int, int]], tag: int) -> 
             if fail:
                 raise ValueError(f"fail {event.seq}")
 
-        return lambda: bus.subscribe(handler, kinds=selector)
+        name = rng.choice([None, "a", "b"])
+        return lambda: bus.subscribe(handler, kinds=selector, name=name)
     if op < 80:
         subs = [s.sub_id for s in bus.subscriptions()]
         target = rng.choice(subs) if subs and rng.random() < 0.9 else 999

@@ -12,7 +12,13 @@ from ._backend import BACKEND, FIELDS, WorldEvent
 from ._bus import EventBus, bus_class_for
 from ._config import EventBusConfig
 from ._deadletter import DeadLetter, DeadLetterQueue
-from ._errors import CascadeLimitError, PendingOverflowError, RingbusError, RingFullError
+from ._errors import (
+    CascadeLimitError,
+    PendingOverflowError,
+    RingbusError,
+    RingFullError,
+    UnknownDestinationError,
+)
 from ._normalise import TRUNCATED_KEY
 from ._registry import KindSelector, Subscription
 
@@ -32,6 +38,7 @@ __all__ = [
     "RingFullError",
     "RingbusError",
     "Subscription",
+    "UnknownDestinationError",
     "WorldEvent",
     "__version__",
     "bus_class_for",

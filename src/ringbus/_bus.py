@@ -18,6 +18,7 @@ from ._backend import RingCore, WorldEvent
 from ._config import ERROR_POLICIES, EventBusConfig
 from ._deadletter import DeadLetterQueue
 from ._deliveries import DeliveryRecord, DeliveryTracker
+from ._errors import UnknownDestinationError
 from ._normalise import check_clock
 from ._registry import Handler, KindSelector, Registry, Subscription, member_of
 from ._schedule import SCHEDULE_FIELDS, Schedule
@@ -244,6 +245,90 @@ class EventBusBase(_Core):
     def _resolve_route(self, kind: str) -> tuple[tuple[Handler, Subscription], ...]:
         return self._registry.route(kind)
 
+    # -- lanes and destinations ---------------------------------------
+    def publish_urgent(
+        self,
+        kind: str,
+        tick: int | None = None,
+        day: int | None = None,
+        *,
+        polity_id: str | None = None,
+        ward_id: str | None = None,
+        actor_id: str | None = None,
+        subject_id: str | None = None,
+        payload: object = None,
+        tags: object = (),
+    ) -> int:
+        """Publish into the urgent lane: dispatched before normal events.
+
+        Within one drain round, the urgent events pending when the round
+        began go first, in seq order, then the normal ones, in seq order.
+        The event is stored and numbered like any other (``get_since`` and
+        the ring stay in seq order). Arguments and result as :meth:`publish`.
+        """
+        return self._publish_routed(
+            True, None, kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
+        )
+
+    def send(
+        self,
+        destination: str,
+        kind: str,
+        tick: int | None = None,
+        day: int | None = None,
+        *,
+        urgent: bool = False,
+        polity_id: str | None = None,
+        ward_id: str | None = None,
+        actor_id: str | None = None,
+        subject_id: str | None = None,
+        payload: object = None,
+        tags: object = (),
+    ) -> int:
+        """Publish an event for one recipient: the subscription named ``destination``.
+
+        Only subscriptions with that ``name`` (or the group with that name,
+        which picks one member) whose ``kinds`` match receive it, at drain
+        time. When none does, ``EventBusConfig.unknown_destination`` decides:
+        raise :class:`~ringbus.UnknownDestinationError` after the drain (the
+        default), log it, or keep it as a dead letter — never a silent drop.
+        ``urgent=True`` also puts it in the urgent lane.
+        """
+        return self._publish_routed(
+            urgent,
+            destination,
+            kind,
+            tick,
+            day,
+            polity_id,
+            ward_id,
+            actor_id,
+            subject_id,
+            payload,
+            tags,
+        )
+
+    def _resolve_direct(self, destination: str, kind: str) -> tuple[tuple[Handler, Any], ...]:
+        return tuple(
+            entry
+            for entry in self._resolve_route(kind)
+            if getattr(entry[1], "name", None) == destination
+        )
+
+    def _on_undeliverable(self, event: WorldEvent, destination: str) -> Exception | None:
+        error = UnknownDestinationError(
+            f"no subscription named {destination!r} takes kind {event.kind!r} "
+            f"(seq={event.seq} was sent to it); subscribe one with name={destination!r}"
+        )
+        policy = self._config.unknown_destination
+        if policy == "raise":
+            return error
+        if policy == "dead_letter":
+            self._dead_letters.record_undeliverable(event, destination, error, self.tick)
+        else:
+            logger.error("%s", error)
+        return None
+
     def _on_handler_error(self, event: WorldEvent, subscription: object, error: Exception) -> bool:
         subscription = member_of(subscription)
         error.add_note(
@@ -437,6 +522,12 @@ class EventBusBase(_Core):
             state["scheduled"] = self._schedule.to_state()
         if self._dead_letters.has_state():
             state["dead_letters"] = self._dead_letters.to_dict()
+        urgent, destinations = self.pending_routing()
+        if urgent or destinations:
+            state["lanes"] = {
+                "urgent": urgent,
+                "destinations": [[seq, name] for seq, name in destinations],
+            }
         routing = self._registry.to_state()
         if routing:
             state["routing"] = routing
@@ -496,10 +587,15 @@ class EventBusBase(_Core):
         if pending and pending[-1].seq > seq:
             raise ValueError("snapshot has pending events after its seq")
         self.set_clock(snapshot["tick"], snapshot["day"])
+        lanes = snapshot.get("lanes", {"urgent": [], "destinations": []})
+        if not isinstance(lanes, dict):
+            raise ValueError("snapshot 'lanes' must be a dict")
+        urgent_seqs = set(lanes.get("urgent", []))
+        directed = {int(seq): str(name) for seq, name in lanes.get("destinations", [])}
         if pending:
             self._skip_to(pending[0].seq - 1)
             for event in pending:
-                self.ingest(event)
+                self._ingest_routed(event, event.seq in urgent_seqs, directed.get(event.seq))
         self._skip_to(seq)
         if "scheduled" in snapshot:
             self._schedule.load_state(snapshot["scheduled"])

@@ -8,9 +8,10 @@ from typing import Any
 
 from ._normalise import MAX_PAYLOAD_ITEMS_LIMIT
 
-__all__ = ["DROP_POLICIES", "ERROR_POLICIES", "EventBusConfig"]
+__all__ = ["DROP_POLICIES", "ERROR_POLICIES", "UNKNOWN_DESTINATION_POLICIES", "EventBusConfig"]
 
 DROP_POLICIES = ("DROP_OLDEST", "RAISE")
+UNKNOWN_DESTINATION_POLICIES = ("raise", "log", "dead_letter")
 ERROR_POLICIES = ("raise", "log", "dead_letter")
 
 
@@ -61,6 +62,12 @@ class EventBusConfig:
     dead_letter_limit
         ``"dead_letter"``: most dead letters kept; one more drops the oldest,
         counted in ``bus.dead_letters.stats()["dropped"]`` and logged.
+    unknown_destination
+        What an event sent with :meth:`~ringbus.EventBus.send` to a name no
+        subscriber takes leads to: ``"raise"`` (an
+        :class:`~ringbus.UnknownDestinationError` among the errors raised after
+        the drain), ``"log"``, or ``"dead_letter"`` (kept in
+        ``bus.dead_letters`` with reason ``"unknown destination"``).
     snapshot_debug_events
         How many recent events ``snapshot(debug_events=True)`` carries.
     name
@@ -77,6 +84,7 @@ class EventBusConfig:
     max_retries: int = 3
     retry_backoff_ticks: int = 1
     dead_letter_limit: int = 1_000
+    unknown_destination: str = "raise"
     snapshot_debug_events: int = 100
     name: str = "bus"
 
@@ -123,6 +131,11 @@ class EventBusConfig:
             raise ValueError(
                 "EventBusConfig.snapshot_debug_events must be an int >= 0, "
                 f"got {self.snapshot_debug_events!r}"
+            )
+        if self.unknown_destination not in UNKNOWN_DESTINATION_POLICIES:
+            raise ValueError(
+                "EventBusConfig.unknown_destination must be one of "
+                f"{', '.join(UNKNOWN_DESTINATION_POLICIES)}, got {self.unknown_destination!r}"
             )
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"EventBusConfig.name must be a non-empty str, got {self.name!r}")

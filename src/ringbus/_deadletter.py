@@ -197,6 +197,26 @@ class DeadLetterQueue:
         else:
             self.retries.append(entry)
 
+    def record_undeliverable(
+        self, event: Any, destination: str, error: Exception, tick: int
+    ) -> None:
+        """Keep a direct event whose destination no subscriber takes."""
+        entry = PendingRetry(
+            event=event,
+            sub_id=0,
+            subscriber=f"destination {destination!r}",
+            name=destination,
+            attempts=0,
+            due_tick=tick,
+            first_tick=tick,
+            last_tick=tick,
+            error_type=type(error).__name__,
+            error_message=str(error),
+            error=error,
+        )
+        self._failures += 1
+        self._bury(entry, "unknown destination")
+
     def _bury(self, entry: PendingRetry, reason: str) -> None:
         if len(self._dead) >= self.limit:
             lost = self._dead.popleft()

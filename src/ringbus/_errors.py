@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CascadeLimitError",
     "PendingOverflowError",
+    "UnknownDestinationError",
     "RingFullError",
     "RingbusError",
     "cascade_limit_message",
@@ -24,6 +25,10 @@ class PendingOverflowError(RingbusError):
 
 class RingFullError(RingbusError):
     """The ring is full and ``drop_policy="RAISE"`` forbids overwriting it."""
+
+
+class UnknownDestinationError(RingbusError):
+    """A direct event named a destination that no subscriber takes."""
 
 
 class CascadeLimitError(RingbusError):

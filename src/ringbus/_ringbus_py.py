@@ -273,6 +273,12 @@ class RingCore:
         self._enabled = bool(enabled)
         self._ring: deque[WorldEvent] = deque(maxlen=self._max_events)
         self._pending: deque[WorldEvent] = deque()
+        # Urgent lane: pending urgent events (also in _pending, in seq order);
+        # _done holds the seqs of those already dispatched ahead of their turn.
+        self._urgent: deque[WorldEvent] = deque()
+        self._done: set[int] = set()
+        # Direct delivery: destination of each pending direct event, by seq.
+        self._destinations: dict[int, str] = {}
         self._routes: dict[str, Route] = {}
         self._seq = 0
         self._tick = 0
@@ -428,8 +434,62 @@ class RingCore:
         self._store(event)
         return self._seq
 
+    def _publish_routed(
+        self,
+        urgent: bool,
+        destination: str | None,
+        kind: str,
+        tick: int | None,
+        day: int | None,
+        polity_id: str | None,
+        ward_id: str | None,
+        actor_id: str | None,
+        subject_id: str | None,
+        payload: object,
+        tags: object,
+    ) -> int:
+        """Publish into the urgent lane and/or to one destination (see EventBus)."""
+        if destination is not None and (type(destination) is not str or not destination):
+            raise TypeError(f"destination must be a non-empty str, got {destination!r}")
+        seq = self.publish(
+            kind,
+            tick,
+            day,
+            polity_id=polity_id,
+            ward_id=ward_id,
+            actor_id=actor_id,
+            subject_id=subject_id,
+            payload=payload,
+            tags=tags,
+        )
+        if seq:
+            self._mark(seq, bool(urgent), destination)
+        return seq
+
+    def _ingest_routed(self, event: WorldEvent, urgent: bool, destination: str | None) -> int:
+        """``ingest`` into the urgent lane and/or to one destination (restore)."""
+        if destination is not None and (type(destination) is not str or not destination):
+            raise TypeError(f"destination must be a non-empty str, got {destination!r}")
+        seq = self.ingest(event)
+        if seq:
+            self._mark(seq, bool(urgent), destination)
+        return seq
+
+    def _mark(self, seq: int, urgent: bool, destination: str | None) -> None:
+        if urgent:
+            self._urgent.append(self._pending[-1])
+        if destination is not None:
+            self._destinations[seq] = destination
+
+    def pending_routing(self) -> tuple[list[int], list[tuple[int, str]]]:
+        """Seqs of pending urgent events, and ``(seq, destination)`` of pending direct ones."""
+        return (
+            [event.seq for event in self._urgent],
+            sorted(self._destinations.items()),
+        )
+
     def _admit(self) -> None:
-        if len(self._pending) >= self._max_pending:
+        if len(self._pending) - len(self._done) >= self._max_pending:
             raise PendingOverflowError(pending_overflow_message(self._max_pending))
         if self._raise_when_full and len(self._ring) >= self._max_events:
             raise RingFullError(ring_full_message(self._max_events))
@@ -456,6 +516,51 @@ class RingCore:
     def _on_handler_error(self, event: WorldEvent, subscription: object, error: Exception) -> bool:
         """Called when a handler raised; return True to raise it after the drain."""
         return True
+
+    def _resolve_direct(self, destination: str, kind: str) -> Route:
+        """Return the entries for an event sent to ``destination``."""
+        return ()
+
+    def _on_undeliverable(self, event: WorldEvent, destination: str) -> Exception | None:
+        """Called for a direct event nobody takes.
+
+        An exception returned is raised after the drain, with the handler errors.
+        """
+        return None
+
+    def _route_of(self, event: WorldEvent) -> Route:
+        destinations = self._destinations
+        destination = destinations.get(event.seq) if destinations else None
+        if destination is not None:
+            direct = self._resolve_direct(destination, event.kind)
+            if type(direct) is not tuple:
+                raise TypeError("_resolve_direct() must return a tuple")
+            return direct
+        cached = self._routes.get(event.kind)
+        if cached is not None:
+            return cached
+        route = self._resolve_route(event.kind)
+        if type(route) is not tuple:
+            raise TypeError("_resolve_route() must return a tuple")
+        self._routes[event.kind] = route
+        return route
+
+    def _deliver(self, event: WorldEvent, route: Route, errors: list[Exception]) -> None:
+        self._dispatched += 1
+        destination = self._destinations.pop(event.seq, None) if self._destinations else None
+        if destination is not None and not route:
+            error = self._on_undeliverable(event, destination)
+            if error is not None:
+                errors.append(error)
+        for handler, subscription in route:
+            try:
+                handler(event)
+            except Exception as error:
+                self._handler_errors += 1
+                if self._on_handler_error(event, subscription, error):
+                    errors.append(error)
+            else:
+                self._delivered += 1
 
     def drain(self, max_rounds: int | None = None) -> int:
         """Dispatch the pending events, in seq order; return how many.
@@ -488,35 +593,35 @@ class RingCore:
         errors: list[Exception] = []
         total = 0
         pending = self._pending
-        routes = self._routes
+        urgent = self._urgent
+        done = self._done
         try:
             for _ in range(rounds):
                 count = len(pending)
-                if not count:
+                if count == len(done):
                     break
+                last = pending[-1].seq
+                # The urgent lane first: urgent events pending when the round began.
+                while urgent and urgent[0].seq <= last:
+                    event = urgent[0]
+                    route = self._route_of(event)
+                    urgent.popleft()
+                    done.add(event.seq)
+                    total += 1
+                    self._deliver(event, route, errors)
                 for _ in range(count):
                     event = pending[0]
-                    route = routes.get(event.kind)
-                    if route is None:
-                        route = self._resolve_route(event.kind)
-                        if type(route) is not tuple:
-                            raise TypeError("_resolve_route() must return a tuple")
-                        routes[event.kind] = route
+                    if done and event.seq in done:
+                        pending.popleft()
+                        done.discard(event.seq)
+                        continue
+                    route = self._route_of(event)
                     pending.popleft()
-                    self._dispatched += 1
                     total += 1
-                    for handler, subscription in route:
-                        try:
-                            handler(event)
-                        except Exception as error:
-                            self._handler_errors += 1
-                            if self._on_handler_error(event, subscription, error):
-                                errors.append(error)
-                        else:
-                            self._delivered += 1
+                    self._deliver(event, route, errors)
         finally:
             self._draining = False
-        left = len(pending)
+        left = len(pending) - len(done)
         if rounds > 1 and left:
             cascade = CascadeLimitError(cascade_limit_message(rounds, left))
             if not errors:
@@ -575,11 +680,12 @@ class RingCore:
 
     def pending_count(self) -> int:
         """Number of events waiting for :meth:`drain`."""
-        return len(self._pending)
+        return len(self._pending) - len(self._done)
 
     def pending_events(self) -> list[WorldEvent]:
-        """The events waiting for :meth:`drain`, oldest first."""
-        return list(self._pending)
+        """The events waiting for :meth:`drain`, in seq order."""
+        done = self._done
+        return [event for event in self._pending if not done or event.seq not in done]
 
     def __len__(self) -> int:
         return len(self._ring)
@@ -597,6 +703,6 @@ class RingCore:
             "delivered": self._delivered,
             "handler_errors": self._handler_errors,
             "overwritten": self._overwritten,
-            "pending": len(self._pending),
+            "pending": len(self._pending) - len(self._done),
             "retained": len(self._ring),
         }
