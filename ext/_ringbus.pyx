@@ -78,6 +78,16 @@ cdef extern from "Python.h":
     PyObject* _call_one "PyObject_CallOneArg"(PyObject* callable, PyObject* arg)
     int PyErr_ExceptionMatches(PyObject* exc)
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define RINGBUS_PREFETCH_WRITE(p) __builtin_prefetch((p), 1, 1)
+    #else
+    #define RINGBUS_PREFETCH_WRITE(p) ((void)0)
+    #endif
+    """
+    void RINGBUS_PREFETCH_WRITE(const void* p) noexcept
+
 __all__ = ["FIELDS", "DROP_POLICIES", "RingCore", "WorldEvent"]
 
 FIELDS = (
@@ -140,16 +150,17 @@ cdef inline bint _scalar(PyObject* value) noexcept:
 cdef inline bint _scalar_dict(dict payload, PyObject** buf, Py_ssize_t* count) noexcept:
     """Copy borrowed pointers of a dict of str keys and scalar values into buf."""
     cdef Py_ssize_t pos = 0
-    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t i
+    cdef Py_ssize_t size = len(payload)
     cdef PyObject* key
     cdef PyObject* value
-    while PyDict_Next(payload, &pos, &key, &value):
+    for i in range(size):  # exactly len() items: no extra call to learn the end
+        PyDict_Next(payload, &pos, &key, &value)
         if _type_of(key) != &_str_type or not _scalar(value):
             return False
-        buf[i] = key
-        buf[i + 1] = value
-        i += 2
-    count[0] = i >> 1
+        buf[2 * i] = key
+        buf[2 * i + 1] = value
+    count[0] = size
     return True
 
 
@@ -504,6 +515,10 @@ cdef class RingCore:
     # ring overwrote wait, as built events, in _spill.
     cdef long long _pos
     cdef long long _next_pos
+    # _pos % _max_events and _next_pos % _max_events, kept as they move: a
+    # 64-bit division per event costs more than everything around it.
+    cdef Py_ssize_t _pos_slot
+    cdef Py_ssize_t _next_slot
     cdef _Storage _ring
     cdef bint _storing
     cdef object _spill
@@ -572,6 +587,8 @@ cdef class RingCore:
         self._day = 0
         self._pos = 0
         self._next_pos = 0
+        self._pos_slot = 0
+        self._next_slot = 0
         self._draining = False
         self._published = 0
         self._dispatched = 0
@@ -772,12 +789,20 @@ cdef class RingCore:
         Py_ssize_t count,
     ) except -1:
         cdef _Storage ring = self._ring
-        cdef Py_ssize_t slot = <Py_ssize_t>(self._pos % self._max_events)
+        cdef Py_ssize_t slot = self._pos_slot
         cdef long long* meta = ring.meta + slot * M_STRIDE
         cdef PyObject** objs = ring.objs + slot * ring.stride
         cdef PyObject* old[O_PAIRS + MAX_FLAT]
         cdef Py_ssize_t used = 0
         cdef Py_ssize_t i
+        cdef Py_ssize_t ahead = slot + 4
+        if ahead >= self._max_events:
+            ahead %= self._max_events
+        # In a large ring the slot written a few events from now was last
+        # touched a lap ago: ask for its cache lines early.
+        RINGBUS_PREFETCH_WRITE(ring.meta + ahead * M_STRIDE)
+        RINGBUS_PREFETCH_WRITE(ring.objs + ahead * ring.stride)
+        RINGBUS_PREFETCH_WRITE(ring.objs + ahead * ring.stride + 8)
         if self._storing:
             # Only a finalizer run by a collection inside this very call can
             # get here; refuse rather than write one slot twice.
@@ -815,6 +840,7 @@ cdef class RingCore:
             _incref(flat[i])
         self._seq = seq
         self._pos += 1
+        self._pos_slot = slot + 1 if slot + 1 < self._max_events else 0
         self._published += 1
         # Release what was overwritten only now: a finalizer that runs here
         # sees a consistent ring.
@@ -862,8 +888,8 @@ cdef class RingCore:
         return event
 
     @cython.final
-    cdef WorldEvent _view_at(self, long long position, WorldEvent spare):
-        """Build the event at ``position`` as a view on its slot (for drain).
+    cdef WorldEvent _view_at(self, Py_ssize_t slot, WorldEvent spare):
+        """Build the event in ``slot`` as a view on it (for drain).
 
         ``spare`` is the event the previous delivery used: when nothing else
         holds it any more (only the drain loop's reference is left), it is
@@ -871,7 +897,6 @@ cdef class RingCore:
         one can tell: an object nobody references cannot be observed.
         """
         cdef _Storage ring = self._ring
-        cdef Py_ssize_t slot = <Py_ssize_t>(position % self._max_events)
         cdef WorldEvent event
         if spare is not None and _refcount(spare) == 1:  # only the loop holds it (borrowed here)
             event = spare
@@ -991,7 +1016,8 @@ cdef class RingCore:
             self._cascade_rounds if max_rounds is None
             else check_positive("max_rounds", max_rounds)
         )
-        cdef Py_ssize_t round_index
+        cdef Py_ssize_t round_index, slot
+        cdef Py_ssize_t capacity = self._max_events
         cdef long long end, position, seq, total = 0
         cdef bint spilled, needed
         cdef tuple route
@@ -1037,9 +1063,11 @@ cdef class RingCore:
                     event = None
                 while self._next_pos < end:
                     position = self._next_pos
+                    slot = self._next_slot
                     if self._done and position in self._done:
                         self._done.discard(position)  # dispatched by the urgent lane
                         self._next_pos = position + 1
+                        self._next_slot = slot + 1 if slot + 1 < capacity else 0
                         continue
                     spilled = position < self._oldest_pos()
                     if spilled:
@@ -1048,10 +1076,8 @@ cdef class RingCore:
                         seq = (<WorldEvent>event)._seq
                     else:
                         event = None
-                        kind = <object>self._ring.objs[
-                            (position % self._max_events) * self._ostride + O_KIND
-                        ]
-                        seq = self._ring.meta[(position % self._max_events) * M_STRIDE + M_SEQ]
+                        kind = <object>self._ring.objs[slot * self._ostride + O_KIND]
+                        seq = self._ring.meta[slot * M_STRIDE + M_SEQ]
                     route = self._route_for(kind, seq)
                     needed = len(route) != 0 or (
                         bool(self._destinations) and seq in self._destinations
@@ -1062,9 +1088,10 @@ cdef class RingCore:
                         if position < self._oldest_pos():  # overwritten meanwhile
                             event = self._spill.popleft()
                         else:
-                            event = self._view_at(position, spare)
+                            event = self._view_at(slot, spare)
                             spare = None
                     self._next_pos = position + 1
+                    self._next_slot = slot + 1 if slot + 1 < capacity else 0
                     total += 1
                     errors = self._deliver(event, seq, route, errors)
                     if needed and not spilled:

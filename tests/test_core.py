@@ -444,3 +444,23 @@ def test_event_read_after_bus_is_gone(backend: Any) -> None:
     gc.collect()
     assert kept[0].payload == (("x", "value"),)
     assert backend.bus().ingest(kept[0]) == 1
+
+
+def test_keyboard_interrupt_ends_the_drain_and_keeps_the_rest(backend: Any) -> None:
+    bus = backend.bus()
+    seen: list[int] = []
+
+    def handler(event: Any) -> None:
+        seen.append(event.seq)
+        if event.seq == 2:
+            raise KeyboardInterrupt
+
+    bus.subscribe(handler)
+    for _ in range(4):
+        bus.publish("A")
+    with pytest.raises(KeyboardInterrupt):
+        bus.drain()
+    assert seen == [1, 2]
+    assert [e.seq for e in bus.pending_events()] == [3, 4]
+    assert bus.drain() == 2
+    assert seen == [1, 2, 3, 4]

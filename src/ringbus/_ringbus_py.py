@@ -81,18 +81,7 @@ class WorldEvent:
     """
 
     __slots__ = FIELDS
-    __match_args__ = (
-        "seq",
-        "tick",
-        "day",
-        "kind",
-        "polity_id",
-        "ward_id",
-        "actor_id",
-        "subject_id",
-        "payload",
-        "tags",
-    )
+    __match_args__ = FIELDS
 
     seq: int
     tick: int

@@ -63,6 +63,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._backend import FIELDS
 from ._registry import KindSelector
 
 __all__ = [
@@ -94,18 +95,7 @@ GENESIS_HASH = "0" * 64
 #: and :meth:`Journal.close`; ``"never"``: leave it to the OS.
 FSYNC_POLICIES = ("always", "close", "never")
 
-_EVENT_FIELDS = (
-    "seq",
-    "tick",
-    "day",
-    "kind",
-    "polity_id",
-    "ward_id",
-    "actor_id",
-    "subject_id",
-    "payload",
-    "tags",
-)
+_EVENT_FIELDS = FIELDS
 
 
 class JournalError(Exception):

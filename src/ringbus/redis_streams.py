@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .transports import Transform, Transport, _Backoff, validate_event_dict
+from .transports import Transform, _RetryingTransport, validate_event_dict
 
 if TYPE_CHECKING:
     import redis
@@ -91,7 +91,7 @@ def origin_of(event: Any) -> tuple[str, int] | None:
     return producer, seq
 
 
-class RedisStreamSink(Transport):
+class RedisStreamSink(_RetryingTransport):
     """Append each drain's events to a Redis stream, in one pipeline.
 
     Entries are ``{"producer": <bus config name>, "seq": <seq>, "event":
@@ -154,19 +154,10 @@ class RedisStreamSink(Transport):
         self.maxlen = maxlen
         self.exact_maxlen = bool(exact_maxlen)
         self.batch_size = batch_size
-        self._clock = clock
-        self._backoff = _Backoff(self._now, retry_base_ticks, retry_max_ticks)
+        self._start_backoff(clock, retry_base_ticks, retry_max_ticks)
         self.pipelines = 0
         self.last_sent_seq = 0
         self.outages = 0
-
-    def _now(self) -> int:
-        if self._clock is not None:
-            return int(self._clock())
-        return int(self._bus.tick) if self._bus is not None else 0
-
-    def _ready(self) -> bool:
-        return self._backoff.ready()
 
     def state(self) -> str:
         return "disconnected" if self._backoff.failures else "ok"

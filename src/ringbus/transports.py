@@ -413,7 +413,31 @@ class _Backoff:
         self.retry_at = 0
 
 
-class HttpTransport(Transport):
+class _RetryingTransport(Transport):
+    """A transport whose sends can fail and are retried with a backoff in ticks.
+
+    Ticks come from ``clock()`` when given, else from the attached bus's clock.
+    """
+
+    _clock: Callable[[], int] | None
+    _backoff: _Backoff
+
+    def _start_backoff(
+        self, clock: Callable[[], int] | None, base_ticks: int, max_ticks: int
+    ) -> None:
+        self._clock = clock
+        self._backoff = _Backoff(self._now, base_ticks, max_ticks)
+
+    def _now(self) -> int:
+        if self._clock is not None:
+            return int(self._clock())
+        return int(self._bus.tick) if self._bus is not None else 0
+
+    def _ready(self) -> bool:
+        return self._backoff.ready()
+
+
+class HttpTransport(_RetryingTransport):
     """POST each drain's events as JSON batches, retrying with backoff.
 
     The body is ``{"producer": <bus name>, "events": [record, ...]}``. A
@@ -470,19 +494,10 @@ class HttpTransport(Transport):
         self.batch_size = batch_size
         self.max_requests = max_requests
         self.headers = dict(headers or {})
-        self._clock = clock
-        self._backoff = _Backoff(self._now, retry_base_ticks, retry_max_ticks)
+        self._start_backoff(clock, retry_base_ticks, retry_max_ticks)
         self.requests = 0
         self.retries = 0
         self.rejected = 0
-
-    def _now(self) -> int:
-        if self._clock is not None:
-            return int(self._clock())
-        return int(self._bus.tick) if self._bus is not None else 0
-
-    def _ready(self) -> bool:
-        return self._backoff.ready()
 
     def state(self) -> str:
         return "backoff" if self._backoff.failures else "ok"
