@@ -1220,6 +1220,11 @@ cdef PyObject* _publish_fastcall(
     cdef object result
     if nargs < 1 or nargs > 3:
         return _publish_slow(self, args, nargs, kwnames)
+    if not (<RingCore>self)._enabled:
+        # A disabled bus is a no-op: it does not even look at the arguments.
+        result = 0
+        _incref(<PyObject*>result)
+        return <PyObject*>result
     values[0] = args[0]
     values[1] = args[1] if nargs > 1 else none
     values[2] = args[2] if nargs > 2 else none
