@@ -863,12 +863,20 @@ cdef class RingCore:
         event._seq = meta[M_SEQ]
         event._tick = meta[M_TICK]
         event._day = meta[M_DAY]
-        event._kind = <object>objs[O_KIND]
-        event._polity_id = <object>objs[O_POLITY]
-        event._ward_id = <object>objs[O_WARD]
-        event._actor_id = <object>objs[O_ACTOR]
-        event._subject_id = <object>objs[O_SUBJECT]
-        event._tags = <tuple>objs[O_TAGS]
+        # A recycled event often holds the same objects already (None ids,
+        # the empty tags tuple): skip those assignments' reference counting.
+        if <PyObject*>event._kind != objs[O_KIND]:
+            event._kind = <object>objs[O_KIND]
+        if <PyObject*>event._polity_id != objs[O_POLITY]:
+            event._polity_id = <object>objs[O_POLITY]
+        if <PyObject*>event._ward_id != objs[O_WARD]:
+            event._ward_id = <object>objs[O_WARD]
+        if <PyObject*>event._actor_id != objs[O_ACTOR]:
+            event._actor_id = <object>objs[O_ACTOR]
+        if <PyObject*>event._subject_id != objs[O_SUBJECT]:
+            event._subject_id = <object>objs[O_SUBJECT]
+        if <PyObject*>event._tags != objs[O_TAGS]:
+            event._tags = <tuple>objs[O_TAGS]
 
     @cython.final
     cdef object _event_at(self, long long position):
