@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).resolve().parent
-FLOOR_PYX = HERE / "floor_bus.pyx"
 
 #: Peers are optional (the ``bench`` extra): their benchmarks skip when absent.
 PEER_PACKAGES = {

@@ -13,12 +13,20 @@ core carries the ``c_extension`` marker: it is deselected only when
 from __future__ import annotations
 
 import importlib.util
+import os
 from types import ModuleType
 
 import pytest
 
-from bench_support import FLOOR_PYX, PEER_PACKAGES
+from bench_support import PEER_PACKAGES
 from ringbus._switch import extensions_disabled
+
+
+def _missing(reason: str) -> None:
+    """Skip on a developer's machine; in CI (``CI`` set) a missing part is an error."""
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{reason} (CI installs it; a missing one must not pass as a skip)")
+    pytest.skip(reason)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -34,12 +42,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def floor_module() -> ModuleType:
-    """The floor, compiled from ``benchmarks/floor_bus.pyx`` (needs Cython and a compiler)."""
+    """The floor, ``ringbus._bench.FLOOR_SOURCE`` compiled (needs Cython and a compiler)."""
     from ringbus._bench import build_floor
 
     if importlib.util.find_spec("Cython") is None:
-        pytest.skip("the floor needs Cython: pip install Cython")
-    module, note = build_floor(FLOOR_PYX.read_text(encoding="utf-8"))
+        _missing("the floor needs Cython: pip install Cython")
+    module, note = build_floor()
     if module is None:
         raise RuntimeError(note)
     return module
@@ -51,4 +59,5 @@ def needs_peer(request: pytest.FixtureRequest) -> None:
     name = request.node.callspec.params.get("implementation")
     package = PEER_PACKAGES.get(name)
     if package is not None:
-        pytest.importorskip(package)
+        if importlib.util.find_spec(package) is None:
+            _missing(f"this benchmark needs {package}: pip install 'ringbus[bench]'")

@@ -32,6 +32,7 @@ from ringbus._bench import (
     SCENARIOS,
     build_floor,
     compiled_core,
+    empty_publish,
     environment_lines,
     format_table,
     make_batch,
@@ -74,19 +75,7 @@ def disabled_publish(core: ModuleType, rounds: int) -> dict[str, float]:
     batch = make_batch(100) * 10
     publish = bus.publish
 
-    def empty(
-        kind: str,
-        tick: int | None = None,
-        day: int | None = None,
-        *,
-        polity_id: str | None = None,
-        ward_id: str | None = None,
-        actor_id: str | None = None,
-        subject_id: str | None = None,
-        payload: object = None,
-        tags: object = (),
-    ) -> int:
-        return 0
+    empty = empty_publish
 
     def bare(kind: str, payload: object = None) -> int:
         return 0
@@ -219,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     core_name = args.core or ("cython" if compiled_core() is not None else "python")
     label, core = core_for(core_name)
-    floor, note = build_floor((HERE / "floor_bus.pyx").read_text(encoding="utf-8"))
+    floor, note = build_floor()
     for line in environment_lines():
         print(line)
     print(f"core under test: {core_name}" + (f"; {note}" if note else ""))

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from bench_support import FLOOR_PYX, implementation_params
-from ringbus._bench import FLOOR_SOURCE, SCENARIOS, expected_deliveries, make_runner
+from bench_support import implementation_params
+from ringbus._bench import SCENARIOS, expected_deliveries, make_runner
 
 EVENTS_PER_CALL = 1000
 
@@ -48,8 +48,3 @@ def test_scenario(
     )
     if runner.scenario.subscribers:
         assert runner.delivered() > 0
-
-
-def test_floor_source_matches_the_library_copy() -> None:
-    # `python -m ringbus bench` builds the floor from the copy in ringbus._bench.
-    assert FLOOR_PYX.read_text(encoding="utf-8") == FLOOR_SOURCE

@@ -17,26 +17,10 @@ import pytest
 
 from bench_support import core_module, core_params
 from ringbus import EventBusConfig, bus_class_for
-from ringbus._bench import expected_deliveries, make_batch, make_runner
+from ringbus._bench import empty_publish, expected_deliveries, make_batch, make_runner
 from ringbus.kinds import CORE_KINDS
 
 BATCH = make_batch(100) * 10  # 1000 events per timed call
-
-
-def empty_publish(
-    kind: str,
-    tick: int | None = None,
-    day: int | None = None,
-    *,
-    polity_id: str | None = None,
-    ward_id: str | None = None,
-    actor_id: str | None = None,
-    subject_id: str | None = None,
-    payload: object = None,
-    tags: object = (),
-) -> int:
-    """An empty function with publish's signature: what a no-op costs."""
-    return 0
 
 
 @pytest.mark.parametrize("core", core_params())

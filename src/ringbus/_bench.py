@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from . import _ringbus_py
 from ._bus import bus_class_for
@@ -52,6 +53,7 @@ from .kinds import CORE_KINDS
 
 __all__ = [
     "FLOOR_SOURCE",
+    "empty_publish",
     "IMPLEMENTATIONS",
     "SCENARIOS",
     "Counter",
@@ -188,10 +190,16 @@ def compiled_core() -> ModuleType | None:
         return None
 
 
-def _ringbus_runner(
-    name: str, core: ModuleType, scenario: Scenario, batch: Batch, config: EventBusConfig | None
+def _bus_runner(
+    name: str,
+    bus: Any,
+    subscribe: Callable[[Callable[[object], None], Any], object],
+    scenario: Scenario,
+    batch: Batch,
 ) -> Runner:
-    bus = bus_class_for(core)(config)
+    """A runner for a bus with ringbus's shape: ``publish(kind, payload=)``,
+    ``drain()`` and ``set_clock(tick, day)``; ``subscribe(handler, kinds)``
+    subscribes a handler in that bus's own way."""
     counters = []
     for kinds in scenario.subscribers:
         counter = Counter()
@@ -200,7 +208,7 @@ def _ringbus_runner(
         def on_event(event: object, counter: Counter = counter) -> None:
             counter.count += 1
 
-        bus.subscribe(on_event, kinds=kinds)
+        subscribe(on_event, kinds)
     publish = bus.publish
     drain = bus.drain
     set_clock = bus.set_clock
@@ -219,33 +227,22 @@ def _ringbus_runner(
     return Runner(name, scenario, batch, run, counters, bus)
 
 
+def _ringbus_runner(
+    name: str, core: ModuleType, scenario: Scenario, batch: Batch, config: EventBusConfig | None
+) -> Runner:
+    bus = bus_class_for(core)(config)
+    return _bus_runner(
+        name, bus, lambda handler, kinds: bus.subscribe(handler, kinds=kinds), scenario, batch
+    )
+
+
 def _floor_runner(floor: ModuleType, scenario: Scenario, batch: Batch) -> Runner:
     bus = floor.FloorBus(50_000)
-    counters = []
-    for kinds in scenario.subscribers:
-        counter = Counter()
-        counters.append(counter)
 
-        def on_event(event: object, counter: Counter = counter) -> None:
-            counter.count += 1
+    def subscribe(handler: Callable[[object], None], kinds: Any) -> None:
+        bus.subscribe(handler, CORE_KINDS if kinds is None else kinds)
 
-        bus.subscribe(on_event, CORE_KINDS if kinds is None else kinds)
-    publish = bus.publish
-    drain = bus.drain
-    set_clock = bus.set_clock
-    clock = [0]
-
-    def run(ticks: int) -> None:
-        tick = clock[0]
-        for _ in range(ticks):
-            tick += 1
-            set_clock(tick, tick // 100)
-            for kind, payload in batch:
-                publish(kind, payload=payload)
-            drain()
-        clock[0] = tick
-
-    return Runner("floor", scenario, batch, run, counters, bus)
+    return _bus_runner("floor", bus, subscribe, scenario, batch)
 
 
 def _psygnal_runner(fast: bool, scenario: Scenario, batch: Batch) -> Runner:
@@ -427,7 +424,24 @@ def make_runner(
 
 # -- the floor: a minimal compiled bus ---------------------------------------------
 
-#: Source of the floor (``benchmarks/floor_bus.pyx`` holds the same text).
+
+def empty_publish(
+    kind: str,
+    tick: int | None = None,
+    day: int | None = None,
+    *,
+    polity_id: str | None = None,
+    ward_id: str | None = None,
+    actor_id: str | None = None,
+    subject_id: str | None = None,
+    payload: object = None,
+    tags: object = (),
+) -> int:
+    """An empty function with ``publish``'s signature: what a no-op call costs."""
+    return 0
+
+
+#: Source of the floor: a minimal compiled bus (seq, tuple record, ring, per-kind table).
 FLOOR_SOURCE = '''\
 # cython: language_level=3, boundscheck=False, wraparound=False
 """The floor: the least a compiled event bus with a seq, a tuple record, a
