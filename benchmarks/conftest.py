@@ -55,9 +55,8 @@ def floor_module() -> ModuleType:
 
 @pytest.fixture
 def needs_peer(request: pytest.FixtureRequest) -> None:
-    """Skip a peer's benchmark when that peer is not installed."""
+    """A peer's benchmark needs that peer installed (see `_missing`)."""
     name = request.node.callspec.params.get("implementation")
     package = PEER_PACKAGES.get(name)
-    if package is not None:
-        if importlib.util.find_spec(package) is None:
-            _missing(f"this benchmark needs {package}: pip install 'ringbus[bench]'")
+    if package is not None and importlib.util.find_spec(package) is None:
+        _missing(f"this benchmark needs {package}: pip install 'ringbus[bench]'")
