@@ -245,22 +245,42 @@ def _floor_runner(floor: ModuleType, scenario: Scenario, batch: Batch) -> Runner
     return _bus_runner("floor", bus, subscribe, scenario, batch)
 
 
-def _psygnal_runner(fast: bool, scenario: Scenario, batch: Batch) -> Runner:
-    from psygnal import SignalInstance
+def _connect_counters(
+    scenario: Scenario,
+    handler_for: Callable[[Counter], Callable[..., None]],
+    connect: Callable[[str, Callable[..., None]], object],
+) -> list[Counter]:
+    """One counting handler per subscriber of ``scenario``, connected to its kinds.
 
-    signals = {kind: SignalInstance((int, int, dict), name=kind) for kind in CORE_KINDS}
+    ``handler_for(counter)`` makes a handler of the peer's own signature, so
+    each peer is called the way its users call it.
+    """
     counters = []
     for kinds in scenario.subscribers:
         counter = Counter()
         counters.append(counter)
-
-        def on_event(
-            tick: int, day: int, payload: dict[str, object], counter: Counter = counter
-        ) -> None:
-            counter.count += 1
-
+        handler = handler_for(counter)
         for kind in CORE_KINDS if kinds is None else kinds:
-            signals[kind].connect(on_event)
+            connect(kind, handler)
+    return counters
+
+
+def _tick_day_payload_handler(counter: Counter) -> Callable[..., None]:
+    def on_event(
+        tick: int, day: int, payload: dict[str, object], counter: Counter = counter
+    ) -> None:
+        counter.count += 1
+
+    return on_event
+
+
+def _psygnal_runner(fast: bool, scenario: Scenario, batch: Batch) -> Runner:
+    from psygnal import SignalInstance
+
+    signals = {kind: SignalInstance((int, int, dict), name=kind) for kind in CORE_KINDS}
+    counters = _connect_counters(
+        scenario, _tick_day_payload_handler, lambda kind, handler: signals[kind].connect(handler)
+    )
     # The publishing code names its signal, so the per-kind lookup is done once.
     emits = tuple(
         (signals[kind].emit_fast if fast else signals[kind].emit, payload)
@@ -286,16 +306,16 @@ def _blinker_runner(scenario: Scenario, batch: Batch) -> Runner:
 
     namespace = blinker.Namespace()
     signals = {kind: namespace.signal(kind) for kind in CORE_KINDS}
-    counters = []
-    for kinds in scenario.subscribers:
-        counter = Counter()
-        counters.append(counter)
 
+    def handler_for(counter: Counter) -> Callable[..., None]:
         def on_event(sender: object, counter: Counter = counter, **data: object) -> None:
             counter.count += 1
 
-        for kind in CORE_KINDS if kinds is None else kinds:
-            signals[kind].connect(on_event, weak=False)
+        return on_event
+
+    counters = _connect_counters(
+        scenario, handler_for, lambda kind, handler: signals[kind].connect(handler, weak=False)
+    )
     sends = tuple((signals[kind].send, payload) for kind, payload in batch)
     sim = object()
     clock = [0]
@@ -316,18 +336,7 @@ def _pyee_runner(scenario: Scenario, batch: Batch) -> Runner:
     from pyee import EventEmitter
 
     emitter = EventEmitter()
-    counters = []
-    for kinds in scenario.subscribers:
-        counter = Counter()
-        counters.append(counter)
-
-        def on_event(
-            tick: int, day: int, payload: dict[str, object], counter: Counter = counter
-        ) -> None:
-            counter.count += 1
-
-        for kind in CORE_KINDS if kinds is None else kinds:
-            emitter.add_listener(kind, on_event)
+    counters = _connect_counters(scenario, _tick_day_payload_handler, emitter.add_listener)
     emit = emitter.emit
     clock = [0]
 

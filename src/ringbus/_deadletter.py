@@ -18,7 +18,7 @@ import builtins
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["DeadLetter", "DeadLetterQueue", "PendingRetry"]
@@ -33,6 +33,14 @@ EventFactory = Callable[[dict[str, Any]], Any]
 
 def _describe_error(error: BaseException) -> tuple[str, str]:
     return type(error).__name__, str(error)
+
+
+def _entry_dict(entry: Any) -> dict[str, Any]:
+    """A retry or dead letter as JSON-ready data: every field in order, the event
+    as its ``to_dict()``, the exception object left out."""
+    data = {item.name: getattr(entry, item.name) for item in fields(entry) if item.name != "error"}
+    data["event"] = entry.event.to_dict()
+    return data
 
 
 @dataclass
@@ -73,18 +81,7 @@ class PendingRetry:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the entry as JSON-ready data (the exception object is not kept)."""
-        return {
-            "event": self.event.to_dict(),
-            "sub_id": self.sub_id,
-            "subscriber": self.subscriber,
-            "name": self.name,
-            "attempts": self.attempts,
-            "due_tick": self.due_tick,
-            "first_tick": self.first_tick,
-            "last_tick": self.last_tick,
-            "error_type": self.error_type,
-            "error_message": self.error_message,
-        }
+        return _entry_dict(self)
 
 
 @dataclass
@@ -124,18 +121,7 @@ class DeadLetter:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the dead letter as JSON-ready data (the exception object is not kept)."""
-        return {
-            "event": self.event.to_dict(),
-            "sub_id": self.sub_id,
-            "subscriber": self.subscriber,
-            "name": self.name,
-            "attempts": self.attempts,
-            "first_tick": self.first_tick,
-            "last_tick": self.last_tick,
-            "error_type": self.error_type,
-            "error_message": self.error_message,
-            "reason": self.reason,
-        }
+        return _entry_dict(self)
 
 
 class DeadLetterQueue:
