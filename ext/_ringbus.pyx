@@ -17,7 +17,7 @@ from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.unicode cimport PyUnicode_GET_LENGTH
+from cpython.unicode cimport PyUnicode_CompareWithASCIIString, PyUnicode_GET_LENGTH
 from cpython.dict cimport PyDict_Next, PyDict_SetItem
 from cpython.tuple cimport PyTuple_New
 
@@ -28,12 +28,16 @@ from ringbus._errors import (
     PendingOverflowError,
     RingFullError,
     cascade_limit_message,
+    clock_back_message,
+    event_before_clock_message,
     handler_errors_message,
     pending_overflow_message,
     ring_full_message,
 )
 from ringbus._normalise import (
+    CLOCK_POLICIES,
     MAX_PAYLOAD_ITEMS_LIMIT,
+    TRUNCATED_KEY,
     check_clock,
     check_id,
     check_kind,
@@ -77,6 +81,8 @@ cdef extern from "Python.h":
     Py_ssize_t _tuple_size "PyTuple_GET_SIZE"(PyObject* tup)
     PyObject* _call_one "PyObject_CallOneArg"(PyObject* callable, PyObject* arg)
     int PyErr_ExceptionMatches(PyObject* exc)
+    int PyGC_Disable()
+    int PyGC_Enable()
 
 cdef extern from *:
     """
@@ -123,6 +129,7 @@ cdef enum:
 assert MAX_FLAT == 2 * MAX_PAYLOAD_ITEMS_LIMIT
 
 cdef tuple _EMPTY = ()
+cdef str _TRUNCATED = TRUNCATED_KEY
 
 
 cdef int _raise_pending() except -1:
@@ -141,14 +148,31 @@ cdef inline long long _clock_arg(str name, object value) except -1:
 
 
 cdef inline bint _scalar(PyObject* value) noexcept:
+    """An exact None, str, bool, finite float or int in the signed 64-bit range."""
     cdef _TypeObject* kind = _type_of(value)
-    if value == _none or kind == &_str_type or kind == &_int_type or kind == &_bool_type:
+    cdef int overflow = 0
+    if value == _none or kind == &_str_type or kind == &_bool_type:
         return True
+    if kind == &_int_type:
+        PyLong_AsLongLongAndOverflow(<object>value, &overflow)  # cannot fail on an int
+        return overflow == 0
     return kind == &_float_type and isfinite(_float_value(value))
 
 
+cdef inline bint _reserved(PyObject* key) noexcept:
+    """Whether the str ``key`` is the truncation marker's (refused in payloads)."""
+    return key == <PyObject*>_TRUNCATED or (
+        PyUnicode_GET_LENGTH(<object>key) == 13
+        and PyUnicode_CompareWithASCIIString(<object>key, b"__truncated__") == 0
+    )
+
+
 cdef inline bint _scalar_dict(dict payload, PyObject** buf, Py_ssize_t* count) noexcept:
-    """Copy borrowed pointers of a dict of str keys and scalar values into buf."""
+    """Take references to the keys and values of a dict of str keys and scalar
+    values, into buf; False (and nothing taken) for any other dict.
+
+    No Python code runs in here: the dict cannot change under the loop.
+    """
     cdef Py_ssize_t pos = 0
     cdef Py_ssize_t i
     cdef Py_ssize_t size = len(payload)
@@ -156,12 +180,27 @@ cdef inline bint _scalar_dict(dict payload, PyObject** buf, Py_ssize_t* count) n
     cdef PyObject* value
     for i in range(size):  # exactly len() items: no extra call to learn the end
         PyDict_Next(payload, &pos, &key, &value)
-        if _type_of(key) != &_str_type or not _scalar(value):
+        if _type_of(key) != &_str_type or not _scalar(value) or _reserved(key):
             return False
         buf[2 * i] = key
         buf[2 * i + 1] = value
+    # Own them before anything else runs: the caller's code (its tags
+    # iterable, a finalizer) may change or empty the dict.
+    for i in range(2 * size):
+        _incref(buf[i])
     count[0] = size
     return True
+
+
+cdef inline void _release(PyObject** buf, Py_ssize_t size) noexcept:
+    """Drop the references ``_publish`` took to payload keys and values.
+
+    They are exact str, int, float, bool, None or tuples of them: freeing
+    one runs no Python code.
+    """
+    cdef Py_ssize_t i
+    for i in range(size):
+        _xdecref(buf[i])
 
 
 cdef inline bint _str_tuple(tuple tags) noexcept:
@@ -234,11 +273,26 @@ cdef class _Storage:
         PyMem_Free(self.objs)
         PyMem_Free(self.views)
 
-    cdef tuple flat_copy(self, Py_ssize_t slot, Py_ssize_t size):
-        """A new tuple of the slot's first ``size`` payload objects (keys and values)."""
-        cdef PyObject** objs = self.objs + slot * self.stride + O_PAIRS
-        cdef Py_ssize_t i
-        cdef tuple flat = PyTuple_New(size)
+    cdef object flat_copy(self, Py_ssize_t slot, long long seq):
+        """A new tuple of the payload keys and values (alternating) of event
+        ``seq`` in ``slot``, or None if the slot no longer holds that event.
+
+        Allocating the tuple may run the cyclic GC, and so finalizers that
+        publish over this very slot: the slot is read only after it.
+        """
+        cdef Py_ssize_t size, i
+        cdef PyObject** objs
+        cdef tuple flat
+        if self.meta[slot * M_STRIDE + M_SEQ] != seq:
+            return None
+        size = 2 * self.meta[slot * M_STRIDE + M_NPAIRS]
+        if size == 0:
+            return _EMPTY
+        flat = PyTuple_New(size)
+        # A slot keeps its contents for as long as it keeps its seq.
+        if self.meta[slot * M_STRIDE + M_SEQ] != seq:
+            return None
+        objs = self.objs + slot * self.stride + O_PAIRS
         for i in range(size):
             _incref(objs[i])
             _tuple_set(flat, i, objs[i])
@@ -335,16 +389,18 @@ cdef class WorldEvent:
 
     cdef int _materialise(self) except -1:
         """Copy the payload out of the ring slot this event is a view of."""
-        cdef _Storage storage = self._view_of
+        cdef _Storage storage = self._view_of  # owned: the event may lose it meanwhile
         cdef Py_ssize_t slot = self._slot
-        cdef tuple flat = storage.flat_copy(
-            slot, 2 * storage.meta[slot * M_STRIDE + M_NPAIRS]
-        )
+        cdef object flat = storage.flat_copy(slot, self._seq)
         if self._flat is not None:
-            # The copy above ran a collection whose code overwrote the slot,
-            # and that overwrite already gave this event its own copy.
+            # The copy ran a collection whose code overwrote the slot, and
+            # that overwrite already gave this event its own copy.
             return 0
-        self._flat = flat
+        if flat is None:
+            # An overwrite always copies the payload of the view on its slot
+            # out first (RingCore._prepare_slot), so this cannot happen.
+            raise RuntimeError(f"event seq {self._seq} lost its payload")
+        self._flat = <tuple>flat
         storage.views[slot] = NULL
         self._view_of = None
         return 0
@@ -506,6 +562,7 @@ cdef class RingCore:
     cdef Py_ssize_t _ostride
     cdef bint _enabled
     cdef bint _raise_when_full
+    cdef bint _monotonic
     cdef bint _draining
     cdef long long _seq
     cdef long long _tick
@@ -520,7 +577,6 @@ cdef class RingCore:
     cdef Py_ssize_t _pos_slot
     cdef Py_ssize_t _next_slot
     cdef _Storage _ring
-    cdef bint _storing
     cdef object _spill
     # Urgent lane: (position, seq) of pending urgent events; _done holds the
     # positions of those already dispatched ahead of their turn.
@@ -538,6 +594,7 @@ cdef class RingCore:
     def __cinit__(self, *args, **kwargs):
         self._ring = _Storage(1, O_PAIRS)
         self._max_events = 1
+        self._monotonic = True
         self._routes = {}
         self._spill = deque()
         self._urgent = deque()
@@ -552,6 +609,7 @@ cdef class RingCore:
         enabled=True,
         drop_policy="DROP_OLDEST",
         cascade_rounds=1,
+        clock_policy="monotonic",
     ):
         cdef Py_ssize_t capacity = check_positive("max_events", max_events)
         cdef Py_ssize_t items = check_positive("max_payload_items", max_payload_items)
@@ -566,6 +624,10 @@ cdef class RingCore:
                 f"drop_policy must be one of {', '.join(DROP_POLICIES)}, got {drop_policy!r}"
             )
         cdef Py_ssize_t rounds = check_positive("cascade_rounds", cascade_rounds)
+        if clock_policy not in CLOCK_POLICIES:
+            raise ValueError(
+                f"clock_policy must be one of {', '.join(CLOCK_POLICIES)}, got {clock_policy!r}"
+            )
         cdef Py_ssize_t stride = O_PAIRS + 2 * items
         if capacity > (<Py_ssize_t>1 << 40) // (stride * <Py_ssize_t>sizeof(PyObject*)):
             raise MemoryError(f"max_events={capacity} is too large to preallocate")
@@ -576,6 +638,7 @@ cdef class RingCore:
         self._cascade_rounds = rounds
         self._ostride = stride
         self._raise_when_full = drop_policy == "RAISE"
+        self._monotonic = clock_policy == "monotonic"
         self._enabled = bool(enabled)
         self._routes = {}
         self._spill = deque()
@@ -616,6 +679,11 @@ cdef class RingCore:
         return self._max_payload_items
 
     @property
+    def clock_policy(self):
+        """``"monotonic"`` (time never goes backwards) or ``"free"``."""
+        return "monotonic" if self._monotonic else "free"
+
+    @property
     def max_pending(self):
         """Largest number of events waiting for :meth:`drain`."""
         return self._max_pending
@@ -634,9 +702,13 @@ cdef class RingCore:
     def set_clock(self, tick, day=None):
         """Set the bus clock (once per tick, from the sim loop)."""
         cdef long long tick_value = _clock_arg("tick", tick)
-        if day is not None:
-            self._day = _clock_arg("day", day)
+        cdef long long day_value = self._day if day is None else _clock_arg("day", day)
+        if self._monotonic and tick_value < self._tick:
+            raise ValueError(clock_back_message("tick", self._tick, tick_value))
+        if self._monotonic and day_value < self._day:
+            raise ValueError(clock_back_message("day", self._day, day_value))
         self._tick = tick_value
+        self._day = day_value
 
     # -- publishing ----------------------------------------------------
     def publish(
@@ -672,8 +744,9 @@ cdef class RingCore:
             return 0
         if type(kind) is not str or PyUnicode_GET_LENGTH(kind) == 0:
             kind = check_kind(kind)
-        tick_value = self._tick if tick is None else _clock_arg("tick", tick)
-        day_value = self._day if day is None else _clock_arg("day", day)
+        # -1: the bus clock, read when the event is stored.
+        tick_value = -1 if tick is None else _clock_arg("tick", tick)
+        day_value = -1 if day is None else _clock_arg("day", day)
         if polity_id is not None and type(polity_id) is not str:
             polity_id = check_id("polity_id", polity_id)
         if ward_id is not None and type(ward_id) is not str:
@@ -694,14 +767,20 @@ cdef class RingCore:
                 for i in range(count):
                     flat[2 * i] = _tuple_get(pairs[i], 0)
                     flat[2 * i + 1] = _tuple_get(pairs[i], 1)
+                    _incref(flat[2 * i])
+                    _incref(flat[2 * i + 1])
+        # From here on flat[:2 * count] holds references of ours, which
+        # _store takes over (or drops, when it refuses the event).
         if type(tags) is not tuple or not _str_tuple(<tuple>tags):
-            tags = normalise_tags(tags)
-        self._admit()
-        self._store(
-            self._seq + 1, tick_value, day_value, kind, polity_id, ward_id, actor_id,
-            subject_id, tags, flat, count,
+            try:
+                tags = normalise_tags(tags)
+            except BaseException:
+                _release(flat, 2 * count)
+                raise
+        return self._store(
+            0, tick_value, day_value, kind, polity_id, ward_id, actor_id, subject_id, tags,
+            flat, count,
         )
-        return self._seq
 
     def ingest(self, event):
         """Accept an already built event, keeping its seq (replay, restore)."""
@@ -713,11 +792,9 @@ cdef class RingCore:
         if type(event) is not WorldEvent:
             raise TypeError(f"ingest() takes a WorldEvent, got {type(event).__name__}")
         built = <WorldEvent>event
-        if built._seq <= self._seq:
-            raise ValueError(
-                f"event seq {built._seq} is not after latest_seq {self._seq}: "
-                "ingested seqs must increase"
-            )
+        self._check_ingest_seq(built._seq)
+        # May copy the payload out of a ring slot (and so run code): before
+        # anything is decided from the bus's state.
         cdef tuple payload = built._payload_flat()
         count = len(payload) >> 1
         if count > self._max_payload_items:
@@ -725,14 +802,22 @@ cdef class RingCore:
                 f"event seq {built._seq} has {count} payload items, "
                 f"more than max_payload_items={self._max_payload_items}"
             )
-        self._admit()
         for i in range(2 * count):
             flat[i] = _tuple_get(payload, i)
-        self._store(
+            _incref(flat[i])
+        return self._store(
             built._seq, built._tick, built._day, built._kind, built._polity_id,
             built._ward_id, built._actor_id, built._subject_id, built._tags, flat, count,
         )
-        return self._seq
+
+    @cython.final
+    cdef int _check_ingest_seq(self, long long seq) except -1:
+        if seq <= self._seq:
+            raise ValueError(
+                f"event seq {seq} is not after latest_seq {self._seq}: "
+                "ingested seqs must increase"
+            )
+        return 0
 
     def _publish_routed(
         self, urgent, destination, kind, tick, day, polity_id, ward_id, actor_id,
@@ -741,28 +826,38 @@ cdef class RingCore:
         """Publish into the urgent lane and/or to one destination (see EventBus)."""
         if destination is not None and (type(destination) is not str or not destination):
             raise TypeError(f"destination must be a non-empty str, got {destination!r}")
+        cdef bint lane = bool(urgent)  # user code: before the event is stored
         seq = self._publish(
             kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
         )
         if seq:
-            self._mark(seq, bool(urgent), destination)
+            self._mark(seq, lane, destination)
         return seq
 
     def _ingest_routed(self, event, urgent, destination):
         """``ingest`` into the urgent lane and/or to one destination (restore)."""
         if destination is not None and (type(destination) is not str or not destination):
             raise TypeError(f"destination must be a non-empty str, got {destination!r}")
+        cdef bint lane = bool(urgent)  # user code: before the event is stored
         seq = self.ingest(event)
         if seq:
-            self._mark(seq, bool(urgent), destination)
+            self._mark(seq, lane, destination)
         return seq
 
     @cython.final
-    cdef void _mark(self, long long seq, bint urgent, object destination):
+    cdef int _mark(self, long long seq, bint urgent, object destination) except -1:
+        cdef long long position = self._pos - 1  # the event just stored
+        cdef Py_ssize_t index
+        cdef tuple entry
         if urgent:
-            self._urgent.append((self._pos - 1, seq))
+            entry = (position, seq)  # may run finalizers that publish urgent events too
+            index = len(self._urgent)
+            while index and (<tuple>self._urgent[index - 1])[0] > position:
+                index -= 1
+            self._urgent.insert(index, entry)  # the lane stays in position order
         if destination is not None:
             self._destinations[seq] = destination
+        return 0
 
     def pending_routing(self):
         """Seqs of pending urgent events, and ``(seq, destination)`` of pending direct ones."""
@@ -774,28 +869,122 @@ cdef class RingCore:
     cdef inline long long _pending_count(self):
         return self._pos - self._next_pos - len(self._done)
 
+    cdef inline int _is_pending(self, long long position) except -1:
+        """Whether the event at ``position`` has not been dispatched yet."""
+        return position >= self._next_pos and not (self._done and position in self._done)
+
+    cdef inline bint _full(self, long long seq, long long tick, long long day) noexcept:
+        """Whether storing an event (with ``seq``, or numbered next if 0; at
+        ``tick`` and ``day``, or the clock's if -1) must be refused."""
+        return (
+            (seq != 0 and seq <= self._seq)
+            or (self._monotonic and (
+                (tick >= 0 and tick < self._tick) or (day >= 0 and day < self._day)
+            ))
+            or self._pending_count() >= self._max_pending
+            or (self._raise_when_full and self._pos >= self._max_events)
+        )
+
     @cython.final
-    cdef int _admit(self) except -1:
+    cdef int _refuse(self, long long seq, long long tick, long long day) except -1:
+        """Raise the error that ``_full`` found."""
+        if seq != 0:
+            self._check_ingest_seq(seq)
+        if self._monotonic and tick >= 0 and tick < self._tick:
+            raise ValueError(event_before_clock_message("tick", tick, self._tick))
+        if self._monotonic and day >= 0 and day < self._day:
+            raise ValueError(event_before_clock_message("day", day, self._day))
         if self._pending_count() >= self._max_pending:
             raise PendingOverflowError(pending_overflow_message(self._max_pending))
         if self._raise_when_full and self._pos >= self._max_events:
             raise RingFullError(ring_full_message(self._max_events))
-        return 0
+        raise AssertionError("_refuse() found nothing to refuse")  # cannot happen
 
     @cython.final
-    cdef int _store(
+    cdef int _prepare_slot(self, long long seq, long long tick, long long day) except -1:
+        """Make the slot at ``_pos`` ready to be overwritten, or refuse the event.
+
+        An event handed out as a view on the slot gets its own payload copy;
+        the event in the slot, if still pending, is kept in the spill. Both
+        allocate, and an allocation can run the cyclic GC and so finalizers
+        that publish, drain or read: after each, the ring is looked at
+        afresh. It returns after a look that needed nothing, having run no
+        Python code since, so the caller writes the slot that look saw.
+        """
+        cdef _Storage ring = self._ring
+        cdef object kept = None  # the pending event to spill, built by an earlier pass
+        cdef WorldEvent view
+        cdef Py_ssize_t slot
+        cdef long long victim
+        cdef bint occupied, spill
+        while True:
+            slot = self._pos_slot
+            occupied = ring.meta[slot * M_STRIDE + M_SEQ] != 0
+            spill = False
+            if occupied:
+                if ring.views[slot] != NULL:
+                    view = <WorldEvent>ring.views[slot]  # owned while it copies
+                    view._materialise()
+                    continue
+                victim = self._pos - self._max_events
+                spill = self._is_pending(victim)
+                if spill and (
+                    kept is None or (<WorldEvent>kept)._seq != ring.meta[slot * M_STRIDE + M_SEQ]
+                ):
+                    kept = self._event_at(victim)  # None if overwritten meanwhile
+                    continue
+            # Nothing in the way any more; no Python code runs from here on.
+            if self._full(seq, tick, day):
+                self._refuse(seq, tick, day)
+            if spill:
+                self._spill.append(kept)  # allocates no object: runs no collection
+            return 0
+
+    @cython.final
+    cdef long long _store(
         self, long long seq, long long tick, long long day, object kind, object polity_id,
         object ward_id, object actor_id, object subject_id, object tags, PyObject** flat,
         Py_ssize_t count,
     ) except -1:
+        """Write one event into the slot at ``_pos`` and return its seq.
+
+        ``seq`` 0 numbers the event next (publish); otherwise it is the
+        event's own (ingest). ``tick``/``day`` -1 take the bus clock. Takes over the references in ``flat[:2 * count]``
+        whatever happens.
+        """
         cdef _Storage ring = self._ring
         cdef Py_ssize_t slot = self._pos_slot
         cdef long long* meta = ring.meta + slot * M_STRIDE
-        cdef PyObject** objs = ring.objs + slot * ring.stride
+        cdef PyObject** objs
         cdef PyObject* old[O_PAIRS + MAX_FLAT]
         cdef Py_ssize_t used = 0
         cdef Py_ssize_t i
-        cdef Py_ssize_t ahead = slot + 4
+        cdef Py_ssize_t ahead
+        if meta[M_SEQ] != 0 and (
+            ring.views[slot] != NULL or self._pos - self._max_events >= self._next_pos
+        ):
+            # A view or a pending event in the way: the slow path, which may run code.
+            try:
+                self._prepare_slot(seq, tick, day)
+            except BaseException:
+                _release(flat, 2 * count)
+                raise
+            slot = self._pos_slot
+            meta = ring.meta + slot * M_STRIDE
+        elif self._full(seq, tick, day):
+            _release(flat, 2 * count)
+            self._refuse(seq, tick, day)
+        # From here to the end no Python code runs until the slot is written.
+        if seq == 0:
+            seq = self._seq + 1
+        # The clock is read now, after any code that may have moved it; an
+        # event later than the clock moves it forward.
+        if tick < 0:
+            tick = self._tick
+        if day < 0:
+            day = self._day
+        objs = ring.objs + slot * ring.stride
+        ahead = slot + 4
         if ahead >= self._max_events:
             ahead %= self._max_events
         # In a large ring the slot written a few events from now was last
@@ -803,23 +992,7 @@ cdef class RingCore:
         RINGBUS_PREFETCH_WRITE(ring.meta + ahead * M_STRIDE)
         RINGBUS_PREFETCH_WRITE(ring.objs + ahead * ring.stride)
         RINGBUS_PREFETCH_WRITE(ring.objs + ahead * ring.stride + 8)
-        if self._storing:
-            # Only a finalizer run by a collection inside this very call can
-            # get here; refuse rather than write one slot twice.
-            raise RuntimeError("publish() was re-entered while the ring was being written")
         if meta[M_SEQ] != 0:
-            self._storing = True
-            try:
-                if ring.views[slot] != NULL:
-                    # A handed-out event still reads its payload here: copy it out.
-                    (<WorldEvent>ring.views[slot])._materialise()
-                if self._pos - self._max_events >= self._next_pos and not (
-                    self._done and (self._pos - self._max_events) in self._done
-                ):
-                    # Overwriting an event nobody has been handed yet: keep it.
-                    self._spill.append(self._event_at(self._pos - self._max_events))
-            finally:
-                self._storing = False
             used = O_PAIRS + 2 * meta[M_NPAIRS]
             memcpy(old, objs, used * sizeof(PyObject*))
             self._overwritten += 1
@@ -835,25 +1008,21 @@ cdef class RingCore:
         objs[O_TAGS] = <PyObject*>tags
         for i in range(O_PAIRS):
             _incref(objs[i])
-        for i in range(2 * count):
-            objs[O_PAIRS + i] = flat[i]
-            _incref(flat[i])
+        # The payload references are the caller's, handed over.
+        memcpy(objs + O_PAIRS, flat, 2 * count * sizeof(PyObject*))
         self._seq = seq
+        if self._monotonic:
+            self._tick = tick
+            self._day = day
         self._pos += 1
         self._pos_slot = slot + 1 if slot + 1 < self._max_events else 0
         self._published += 1
-        # Release what was overwritten only now: a finalizer that runs here
-        # sees a consistent ring.
+        # Release what was overwritten only now, when the ring is consistent.
+        # The ring holds only exact str, int, float, bool, None and tuples of
+        # them, so this frees objects without running any Python code.
         for i in range(used):
             _xdecref(old[i])
-        return 0
-
-    @cython.final
-    cdef WorldEvent _header_at(self, Py_ssize_t slot):
-        """A new event with every field of ``slot`` but the payload."""
-        cdef WorldEvent event = WorldEvent.__new__(WorldEvent)
-        self._fill_header(event, slot)
-        return event
+        return seq
 
     @cython.final
     cdef void _fill_header(self, WorldEvent event, Py_ssize_t slot):
@@ -881,23 +1050,28 @@ cdef class RingCore:
     @cython.final
     cdef object _event_at(self, long long position):
         """Build the event at ``position`` with its own payload copy, or None
-        if it is no longer retained."""
+        if it is no longer retained (also when it is overwritten meanwhile:
+        both allocations below may run finalizers that publish)."""
         cdef _Storage ring = self._ring
         cdef Py_ssize_t slot = <Py_ssize_t>(position % self._max_events)
-        cdef Py_ssize_t size = 2 * ring.meta[slot * M_STRIDE + M_NPAIRS]
-        cdef tuple flat = _EMPTY
-        if size:
-            # Allocation may run a collection (and other threads); re-check after.
-            flat = ring.flat_copy(slot, size)
-            if position < self._oldest_pos():
-                return None
-        cdef WorldEvent event = self._header_at(slot)
-        event._flat = flat
+        cdef long long seq
+        cdef object flat
+        if position < self._oldest_pos() or position >= self._pos:
+            return None
+        seq = ring.meta[slot * M_STRIDE + M_SEQ]
+        cdef WorldEvent event = WorldEvent.__new__(WorldEvent)
+        flat = ring.flat_copy(slot, seq)
+        if flat is None:
+            return None
+        # No allocation since flat_copy looked at the slot: it still holds seq.
+        self._fill_header(event, slot)
+        event._flat = <tuple>flat
         return event
 
     @cython.final
-    cdef WorldEvent _view_at(self, Py_ssize_t slot, WorldEvent spare):
-        """Build the event in ``slot`` as a view on it (for drain).
+    cdef WorldEvent _view_at(self, long long position, Py_ssize_t slot, WorldEvent spare):
+        """Build the event at ``position`` (in ``slot``) as a view on it (for
+        drain), or return None if it was overwritten meanwhile.
 
         ``spare`` is the event the previous delivery used: when nothing else
         holds it any more (only the drain loop's reference is left), it is
@@ -914,9 +1088,14 @@ cdef class RingCore:
                 event._view_of = None
             event._flat = None
             event._pairs = None
-            self._fill_header(event, slot)
         else:
-            event = self._header_at(slot)
+            # Allocating may run finalizers that publish over this slot.
+            event = WorldEvent.__new__(WorldEvent)
+            if position < self._oldest_pos():
+                return None
+        # Dropping the spare's old fields frees only exact str/tuple objects:
+        # no Python code runs between the check above and the view below.
+        self._fill_header(event, slot)
         if ring.meta[slot * M_STRIDE + M_NPAIRS] == 0:
             event._flat = _EMPTY
             return event
@@ -1012,6 +1191,18 @@ cdef class RingCore:
         return errors
 
     @cython.final
+    cdef int _unspill(self, object event) except -1:
+        """Remove ``event`` itself from the spill (by identity: comparing
+        events would run code)."""
+        cdef Py_ssize_t index = 0
+        for other in self._spill:
+            if other is event:
+                del self._spill[index]
+                return 0
+            index += 1
+        raise AssertionError(f"spilled event seq {(<WorldEvent>event)._seq} is missing")
+
+    @cython.final
     cdef object _spilled_event(self, long long seq):
         for event in self._spill:
             if (<WorldEvent>event)._seq == seq:
@@ -1064,7 +1255,7 @@ cdef class RingCore:
                             event = self._spilled_event(seq)
                     self._urgent.popleft()
                     if spilled:
-                        self._spill.remove(event)
+                        self._unspill(event)
                     self._done.add(position)
                     total += 1
                     errors = self._deliver(event, seq, route, errors)
@@ -1086,18 +1277,21 @@ cdef class RingCore:
                         event = None
                         kind = <object>self._ring.objs[slot * self._ostride + O_KIND]
                         seq = self._ring.meta[slot * M_STRIDE + M_SEQ]
-                    route = self._route_for(kind, seq)
+                    route = self._route_for(kind, seq)  # may run code that publishes
                     needed = len(route) != 0 or (
                         bool(self._destinations) and seq in self._destinations
                     )
+                    if not spilled and position < self._oldest_pos():
+                        # Overwritten meanwhile, so spilled: it is the spill's first.
+                        spilled = True
+                        event = self._spill[0]
                     if spilled:
                         self._spill.popleft()
                     elif needed:
-                        if position < self._oldest_pos():  # overwritten meanwhile
+                        event = self._view_at(position, slot, spare)
+                        spare = None
+                        if event is None:  # overwritten while the view was made
                             event = self._spill.popleft()
-                        else:
-                            event = self._view_at(slot, spare)
-                            spare = None
                     self._next_pos = position + 1
                     self._next_slot = slot + 1 if slot + 1 < capacity else 0
                     total += 1
@@ -1123,35 +1317,44 @@ cdef class RingCore:
         cdef long long since = _clock_arg("seq", seq)
         cdef object cap = check_limit(limit)
         cdef Py_ssize_t wanted = -1 if cap is None else <Py_ssize_t>min(cap, 1 << 62)
-        cdef long long low = self._oldest_pos()
-        cdef long long high = self._pos
-        cdef long long middle, position
+        cdef long long low, high, middle, position, end
+        cdef object event, kind
+        cdef bint collecting
+        # The first allocation, before the ring is looked at: a collection it
+        # runs (and any finalizer that publishes) happens before the read.
         cdef list out = []
-        cdef object event
-        while low < high:
-            middle = (low + high) >> 1
-            if self._ring.meta[(middle % self._max_events) * M_STRIDE + M_SEQ] > since:
-                high = middle
-            else:
-                low = middle + 1
-        position = low
-        while position < self._pos:
-            if wanted >= 0 and len(out) >= wanted:
-                break
-            if kinds is not None:
-                kind = <object>self._ring.objs[
-                    (position % self._max_events) * self._ostride + O_KIND
-                ]
-                if kind not in kinds:
-                    position += 1
+        collecting = PyGC_Disable()  # the read allocates: no collection midway
+        try:
+            low = self._oldest_pos()
+            high = end = self._pos
+            while low < high:
+                middle = (low + high) >> 1
+                if self._ring.meta[(middle % self._max_events) * M_STRIDE + M_SEQ] > since:
+                    high = middle
+                else:
+                    low = middle + 1
+            position = low
+            while position < end:
+                if wanted >= 0 and len(out) >= wanted:
+                    break
+                if kinds is not None:
+                    kind = <object>self._ring.objs[
+                        (position % self._max_events) * self._ostride + O_KIND
+                    ]
+                    if kind not in kinds:  # may run code
+                        position += 1
+                        continue
+                event = self._event_at(position)
+                if event is None:
+                    # Overwritten meanwhile (by code run by ``kinds`` or by
+                    # another thread): go on from what is left.
+                    position = max(position + 1, self._oldest_pos())
                     continue
-            event = self._event_at(position)
-            if event is None or position < self._oldest_pos():
-                # Another thread wrapped the ring past us: go on from what is left.
-                position = self._oldest_pos()
-                continue
-            out.append(event)
-            position += 1
+                out.append(event)
+                position += 1
+        finally:
+            if collecting:
+                PyGC_Enable()
         return out
 
     def latest_seq(self):
@@ -1170,12 +1373,20 @@ cdef class RingCore:
 
     def pending_events(self):
         """The events waiting for :meth:`drain`, oldest first."""
-        cdef list out = list(self._spill)
-        cdef long long position = max(self._next_pos, self._oldest_pos())
-        while position < self._pos:
-            if not (self._done and position in self._done):
-                out.append(self._event_at(position))
-            position += 1
+        # Allocated (and so any collection run) before the bus is looked at.
+        cdef list out = []
+        cdef long long position
+        cdef bint collecting = PyGC_Disable()  # no collection while reading
+        try:
+            out.extend(self._spill)
+            position = max(self._next_pos, self._oldest_pos())
+            while position < self._pos:
+                if not (self._done and position in self._done):
+                    out.append(self._event_at(position))  # no code runs: never None
+                position += 1
+        finally:
+            if collecting:
+                PyGC_Enable()
         return out
 
     def __len__(self):

@@ -162,13 +162,51 @@ def test_clock_defaults_and_explicit(backend: Any) -> None:
     bus = backend.bus()
     bus.set_clock(7, 2)
     bus.publish("A")
+    bus.publish("B", 9)  # an event later than the clock moves it forward
+    assert (bus.tick, bus.day) == (9, 2)
+    bus.publish("C", 9, 3)
+    bus.set_clock(9)
+    bus.publish("D")
+    got = [(e.tick, e.day) for e in bus.get_since(0)]
+    assert got == [(7, 2), (9, 2), (9, 3), (9, 3)]
+    assert (bus.tick, bus.day) == (9, 3)
+
+
+def test_time_never_goes_backwards(backend: Any) -> None:
+    bus = backend.bus()
+    bus.set_clock(10, 2)
+    with pytest.raises(ValueError, match="cannot move the tick back from 10 to 9"):
+        bus.set_clock(9)
+    with pytest.raises(ValueError, match="cannot move the day back from 2 to 1"):
+        bus.set_clock(11, 1)
+    assert (bus.tick, bus.day) == (10, 2)  # a refused call changes nothing
+    with pytest.raises(ValueError, match="event tick 3 is before the bus clock's tick 10"):
+        bus.publish("A", 3)
+    with pytest.raises(ValueError, match="event day 0 is before the bus clock's day 2"):
+        bus.publish("A", day=0)
+    event = backend.WorldEvent(5, 4, 2, "OLD")
+    with pytest.raises(ValueError, match="event tick 4 is before the bus clock's tick 10"):
+        bus.ingest(event)
+    assert bus.latest_seq() == 0 and bus.pending_count() == 0
+    assert bus.publish("A", 10, 2) == 1
+    assert bus.clock_policy == "monotonic"
+
+
+def test_free_clock_accepts_any_time(backend: Any) -> None:
+    bus = backend.bus(clock_policy="free")
+    bus.set_clock(7, 2)
+    bus.publish("A")
     bus.publish("B", 9)
     bus.publish("C", 9, 3)
     bus.set_clock(8)
     bus.publish("D")
+    bus.publish("E", 1, 0)
     got = [(e.tick, e.day) for e in bus.get_since(0)]
-    assert got == [(7, 2), (9, 2), (9, 3), (8, 2)]
+    assert got == [(7, 2), (9, 2), (9, 3), (8, 2), (1, 0)]
     assert (bus.tick, bus.day) == (8, 2)
+    assert bus.clock_policy == "free"
+    with pytest.raises(ValueError, match="clock_policy must be one of monotonic, free"):
+        backend.bus(clock_policy="loose")
 
 
 def test_disabled_bus_is_a_no_op(backend: Any) -> None:

@@ -49,7 +49,9 @@ def test_sink_appends_each_drain_in_one_pipeline(backend: Any, redis_url: str) -
     assert isinstance(sink, RedisStreamSink)
     for day in range(3):
         for tick in range(4):
-            bus.publish(kinds.DELIVERY_COMPLETED, tick, day, polity_id="p1", payload={"n": tick})
+            bus.publish(
+                kinds.DELIVERY_COMPLETED, day * 4 + tick, day, polity_id="p1", payload={"n": tick}
+            )
         bus.drain()
     assert sink.pipelines == 3
     stored = entries(redis_url)
@@ -160,7 +162,7 @@ def test_source_publishes_into_a_local_bus_and_acks_after_drain(
     backend: Any, redis_url: str
 ) -> None:
     worker = produce(backend, redis_url, "w1", 25)
-    bus = backend.bus(name="aggregator")
+    bus = backend.bus(clock_policy="free", name="aggregator")
     seen: list[Any] = []
     bus.subscribe(seen.append)
     source = RedisStreamSource(bus, url=redis_url, stream=STREAM, group="agg", count=10)
@@ -205,7 +207,7 @@ def test_source_keeps_order_per_producer_and_skips_duplicates(backend: Any, redi
     for event in first.get_since(0)[:5]:
         sink_one(event)
     sink_one.flush()
-    local = backend.bus()
+    local = backend.bus(clock_policy="free")
     origins: list[tuple[str, int] | None] = []
     local.subscribe(lambda event: origins.append(origin_of(event)))
     source = RedisStreamSource(local, url=redis_url, stream=STREAM, count=7)
@@ -222,12 +224,12 @@ def test_source_keeps_order_per_producer_and_skips_duplicates(backend: Any, redi
 
 def test_source_rereads_unacknowledged_entries_after_a_crash(backend: Any, redis_url: str) -> None:
     produce(backend, redis_url, "w1", 30)
-    crashed = backend.bus()
+    crashed = backend.bus(clock_policy="free")
     first = RedisStreamSource(crashed, url=redis_url, stream=STREAM, consumer="agg-1", count=12)
     assert first.poll() == 12  # read, published locally, never drained: the process dies here
     del first, crashed
 
-    bus = backend.bus()
+    bus = backend.bus(clock_policy="free")
     seen: list[Any] = []
     bus.subscribe(lambda event: seen.append(origin_of(event)))
     again = RedisStreamSource(bus, url=redis_url, stream=STREAM, consumer="agg-1", count=12)
@@ -239,9 +241,11 @@ def test_source_rereads_unacknowledged_entries_after_a_crash(backend: Any, redis
 
 def test_source_claims_entries_another_consumer_left(backend: Any, redis_url: str) -> None:
     produce(backend, redis_url, "w1", 20)
-    gone = RedisStreamSource(backend.bus(), url=redis_url, stream=STREAM, consumer="a", count=8)
+    gone = RedisStreamSource(
+        backend.bus(clock_policy="free"), url=redis_url, stream=STREAM, consumer="a", count=8
+    )
     assert gone.poll() == 8
-    bus = backend.bus()
+    bus = backend.bus(clock_policy="free")
     seen: list[Any] = []
     bus.subscribe(lambda event: seen.append(origin_of(event)))
     other = RedisStreamSource(
@@ -259,12 +263,14 @@ def test_source_counts_trimmed_entries_and_gaps(backend: Any, redis_url: str) ->
     for _ in range(6):
         worker.publish(kinds.TICK)
     worker.drain()
-    crashed = RedisStreamSource(backend.bus(), url=redis_url, stream=STREAM, consumer="c", count=4)
+    crashed = RedisStreamSource(
+        backend.bus(clock_policy="free"), url=redis_url, stream=STREAM, consumer="c", count=4
+    )
     assert crashed.poll() == 4  # seqs 1-4 read, never acknowledged
     for _ in range(10):  # seqs 7-16 trim seqs 1-6 away
         worker.publish(kinds.TICK)
     worker.drain()
-    bus = backend.bus()
+    bus = backend.bus(clock_policy="free")
     seen: list[Any] = []
     bus.subscribe(lambda event: seen.append(origin_of(event)))
     source = RedisStreamSource(bus, url=redis_url, stream=STREAM, consumer="c")
@@ -283,7 +289,7 @@ def test_source_dead_letters_invalid_entries(backend: Any, redis_url: str) -> No
     client.xadd(STREAM, {"something": "else"})
     bad_event = {"seq": 2, "tick": 0, "day": 0, "kind": ""}
     client.xadd(STREAM, {"producer": "w1", "seq": "2", "event": json.dumps(bad_event)})
-    bus = backend.bus()
+    bus = backend.bus(clock_policy="free")
     source = RedisStreamSource(bus, url=redis_url, stream=STREAM)
     assert source.poll() == 3
     assert source.published == 0
@@ -300,7 +306,7 @@ def test_source_dead_letters_invalid_entries(backend: Any, redis_url: str) -> No
 
 
 def test_source_reports_redis_errors(backend: Any, redis_url: str) -> None:
-    bus = backend.bus()
+    bus = backend.bus(clock_policy="free")
     source = RedisStreamSource(
         bus, client=connect("redis://127.0.0.1:1/0", timeout=0.2), stream=STREAM
     )
@@ -313,7 +319,7 @@ def test_source_reports_redis_errors(backend: Any, redis_url: str) -> None:
 
 def test_source_recovers_when_the_local_bus_refuses_events(backend: Any, redis_url: str) -> None:
     produce(backend, redis_url, "w1", 20)
-    bus = backend.bus(max_pending=5)
+    bus = backend.bus(clock_policy="free", max_pending=5)
     seen: list[Any] = []
     bus.subscribe(lambda event: seen.append(origin_of(event)))
     source = RedisStreamSource(bus, url=redis_url, stream=STREAM, count=8)
@@ -339,7 +345,7 @@ from ringbus.redis_streams import RedisStreamSource, connect, origin_of
 url, stream, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
 client = connect(url)
 state = json.loads(client.get("consumer:state") or "[]")
-bus = ringbus.EventBus(ringbus.EventBusConfig(name="aggregator"))
+bus = ringbus.EventBus(ringbus.EventBusConfig(name="aggregator", clock_policy="free"))
 bus.subscribe(lambda event: state.append(list(origin_of(event))))
 source = RedisStreamSource(bus, client, stream=stream, consumer="agg", count=15)
 source.add_commit_hook(lambda pipe: pipe.set("consumer:state", json.dumps(state)))
@@ -438,7 +444,7 @@ def test_health_reports_the_bridge(backend: Any, redis_url: str) -> None:
     from ringbus.health import BUS_HEALTH, HealthReporter
 
     produce(backend, redis_url, "w1", 12)
-    bus = backend.bus(name="aggregator")
+    bus = backend.bus(clock_policy="free", name="aggregator")
     source = RedisStreamSource(bus, url=redis_url, stream=STREAM, count=5)
     HealthReporter(every_ticks=1, transports=[source], timer=None).attach(bus)
     health: list[Any] = []

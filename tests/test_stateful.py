@@ -95,6 +95,10 @@ def make_machine(backend: Any) -> type[RuleBasedStateMachine]:
         def publish(
             self, kind: str, payload: dict[str, Any], tick: int | None, ward: str | None
         ) -> None:
+            if tick is not None and tick < self.tick:  # time never goes backwards
+                with pytest.raises(ValueError, match="before the bus clock's tick"):
+                    self.bus.publish(kind, tick, payload=payload, ward_id=ward)
+                return
             if len(self.pending) >= MAX_PENDING:
                 with pytest.raises(PendingOverflowError, match="drain\\(\\) more often"):
                     self.bus.publish(kind, tick, payload=payload, ward_id=ward)
@@ -102,9 +106,11 @@ def make_machine(backend: Any) -> type[RuleBasedStateMachine]:
             seq = self.bus.publish(kind, tick, payload=payload, ward_id=ward)
             self.seq += 1
             assert seq == self.seq
+            if tick is not None:
+                self.tick = tick  # a later event moves the clock forward
             event = {
                 "seq": seq,
-                "tick": self.tick if tick is None else tick,
+                "tick": self.tick,
                 "day": self.day,
                 "kind": kind,
                 "polity_id": None,
@@ -152,6 +158,10 @@ def make_machine(backend: Any) -> type[RuleBasedStateMachine]:
 
         @rule(tick=st.integers(0, 100), day=st.none() | st.integers(0, 10))
         def set_clock(self, tick: int, day: int | None) -> None:
+            if tick < self.tick or (day is not None and day < self.day):
+                with pytest.raises(ValueError, match=r"cannot move the (tick|day) back"):
+                    self.bus.set_clock(tick, day)
+                return
             self.bus.set_clock(tick, day)
             self.tick = tick
             if day is not None:

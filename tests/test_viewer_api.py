@@ -351,9 +351,9 @@ def test_newest_events_widen_the_window_for_sparse_matches(backend: Any) -> None
     bus.publish("RARE", tick=0, payload={"n": 0})
     for i in range(3000):
         bus.publish(kinds.TICK, tick=i)
-    bus.publish("RARE", tick=1, payload={"n": 1})
+    bus.publish("RARE", tick=3000, payload={"n": 1})
     for i in range(500):
-        bus.publish(kinds.TICK, tick=i)
+        bus.publish(kinds.TICK, tick=3000 + i)
     with serve(bus) as viewer:
         assert seqs(events(viewer, kinds="RARE", limit=5)) == [1, 3002]
         assert seqs(events(viewer, key="n", limit=1)) == [3002]

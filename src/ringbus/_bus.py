@@ -77,6 +77,7 @@ class EventBusBase(_Core):
             enabled=config.enabled,
             drop_policy=config.drop_policy,
             cascade_rounds=config.cascade_rounds,
+            clock_policy=config.clock_policy,
         )
         self._config = config
         self._registry = Registry()
@@ -586,7 +587,6 @@ class EventBusBase(_Core):
         pending = [self.event_from_dict(item) for item in snapshot["pending"]]
         if pending and pending[-1].seq > seq:
             raise ValueError("snapshot has pending events after its seq")
-        self.set_clock(snapshot["tick"], snapshot["day"])
         lanes = snapshot.get("lanes", {"urgent": [], "destinations": []})
         if not isinstance(lanes, dict):
             raise ValueError("snapshot 'lanes' must be a dict")
@@ -597,6 +597,8 @@ class EventBusBase(_Core):
             for event in pending:
                 self._ingest_routed(event, event.seq in urgent_seqs, directed.get(event.seq))
         self._skip_to(seq)
+        # After the pending events, which move the clock up to their own times.
+        self.set_clock(snapshot["tick"], snapshot["day"])
         if "scheduled" in snapshot:
             self._schedule.load_state(snapshot["scheduled"])
         if "dead_letters" in snapshot:
@@ -687,19 +689,36 @@ class EventBusBase(_Core):
     def set_clock(self, tick: int, day: int | None = None) -> None:
         """Set the bus clock (once per tick) and release the scheduled events now due.
 
+        Time never goes backwards: ``tick`` and ``day`` may not be lower than
+        the clock's. Each due event is released at its own tick (or at the
+        clock's, if an event published with a later tick moved the clock
+        past it) and the new day, in the order scheduled.
+
         Parameters
         ----------
         tick
             The current tick.
         day
             The current day; ``None`` keeps the current one.
+
+        Raises
+        ------
+        ValueError
+            ``tick`` or ``day`` is before the clock's; nothing is released.
         """
-        super().set_clock(tick, day)
+        tick = check_clock("tick", tick)
+        day = self.day if day is None else check_clock("day", day)
+        if tick < self.tick or day < self.day:
+            super().set_clock(tick, day)  # refuses, naming what went back
         queue = self._schedule
-        while queue and queue.first()[0] <= self.tick:
-            at_tick, _order, kind, fields = queue.first()
-            self.publish(kind, at_tick, **fields)  # if this raises, the entry stays queued
-            queue.pop_first()
+        try:
+            while queue and queue.first()[0] <= tick:
+                at_tick, _order, kind, fields = queue.first()
+                super().set_clock(max(at_tick, self.tick), day)
+                self.publish(kind, **fields)  # if this raises, the entry stays queued
+                queue.pop_first()
+        finally:
+            super().set_clock(tick, day)
 
     def __repr__(self) -> str:
         return (

@@ -6,9 +6,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ._normalise import MAX_PAYLOAD_ITEMS_LIMIT
+from ._normalise import CLOCK_POLICIES, MAX_PAYLOAD_ITEMS_LIMIT
 
-__all__ = ["DROP_POLICIES", "ERROR_POLICIES", "UNKNOWN_DESTINATION_POLICIES", "EventBusConfig"]
+__all__ = [
+    "CLOCK_POLICIES",
+    "DROP_POLICIES",
+    "ERROR_POLICIES",
+    "UNKNOWN_DESTINATION_POLICIES",
+    "EventBusConfig",
+]
 
 DROP_POLICIES = ("DROP_OLDEST", "RAISE")
 UNKNOWN_DESTINATION_POLICIES = ("raise", "log", "dead_letter")
@@ -68,6 +74,15 @@ class EventBusConfig:
         :class:`~ringbus.UnknownDestinationError` among the errors raised after
         the drain), ``"log"``, or ``"dead_letter"`` (kept in
         ``bus.dead_letters`` with reason ``"unknown destination"``).
+    clock_policy
+        ``"monotonic"`` (the default): time never goes backwards.
+        :meth:`~ringbus.EventBus.set_clock` refuses a tick or day before
+        the clock's, so does ``publish`` for an event's own tick or day, and
+        an event later than the clock moves it forward; every stream (and
+        journal) is then in time order. ``"free"`` accepts any tick and day
+        and never moves the clock: for a bus that merges several runs, such
+        as a :class:`~ringbus.redis_streams.RedisSource`'s. A journal needs a
+        monotonic bus.
     snapshot_debug_events
         How many recent events ``snapshot(debug_events=True)`` carries.
     name
@@ -87,6 +102,7 @@ class EventBusConfig:
     unknown_destination: str = "raise"
     snapshot_debug_events: int = 100
     name: str = "bus"
+    clock_policy: str = "monotonic"
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -136,6 +152,11 @@ class EventBusConfig:
             raise ValueError(
                 "EventBusConfig.unknown_destination must be one of "
                 f"{', '.join(UNKNOWN_DESTINATION_POLICIES)}, got {self.unknown_destination!r}"
+            )
+        if self.clock_policy not in CLOCK_POLICIES:
+            raise ValueError(
+                f"EventBusConfig.clock_policy must be one of {', '.join(CLOCK_POLICIES)}, "
+                f"got {self.clock_policy!r}"
             )
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"EventBusConfig.name must be a non-empty str, got {self.name!r}")

@@ -9,6 +9,8 @@ __all__ = [
     "RingFullError",
     "RingbusError",
     "cascade_limit_message",
+    "clock_back_message",
+    "event_before_clock_message",
     "handler_errors_message",
     "pending_overflow_message",
     "ring_full_message",
@@ -61,3 +63,18 @@ def cascade_limit_message(rounds: int, pending: int) -> str:
 
 def handler_errors_message(count: int) -> str:
     return f"{count} handler error(s) during drain"
+
+
+def clock_back_message(field: str, clock: int, value: int) -> str:
+    return (
+        f"set_clock() cannot move the {field} back from {clock} to {value}: "
+        "time on a bus never goes backwards (use a new bus for a new run)"
+    )
+
+
+def event_before_clock_message(field: str, value: int, clock: int) -> str:
+    return (
+        f"event {field} {value} is before the bus clock's {field} {clock}: "
+        "time on a bus never goes backwards; publish with the current clock "
+        "and keep the original time in the payload"
+    )

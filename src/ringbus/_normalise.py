@@ -14,7 +14,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "CLOCK_POLICIES",
     "MAX_CLOCK",
+    "MAX_PAYLOAD_INT",
+    "MIN_PAYLOAD_INT",
     "MAX_NESTING",
     "MAX_PAYLOAD_ITEMS_LIMIT",
     "TRUNCATED_KEY",
@@ -38,6 +41,11 @@ MAX_NESTING = 8
 MAX_PAYLOAD_ITEMS_LIMIT = 64
 #: seq, tick and day are stored as signed 64-bit integers.
 MAX_CLOCK = 2**63 - 1
+#: Accepted values of ``clock_policy``: time never goes backwards, or anything goes.
+CLOCK_POLICIES = ("monotonic", "free")
+#: Payload ints are signed 64-bit integers, like the clock.
+MIN_PAYLOAD_INT = -(2**63)
+MAX_PAYLOAD_INT = 2**63 - 1
 
 _short = reprlib.Repr()
 _short.maxstring = 60
@@ -45,27 +53,49 @@ _short.maxother = 60
 
 
 def _describe(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        # repr() of a huge int is slow, and refused past 4300 digits.
+        return f"<int of {value.bit_length()} bits>"
     return _short.repr(value)
+
+
+# Subclasses of str, int and float are converted through the base type's own
+# method, which copies the value: a subclass's __str__/__int__/__index__ (or
+# __lt__, __hash__, __eq__) never runs, so what is checked is what is stored.
+_as_str = str.__str__
+_as_int = int.__int__
+_as_float = float.__float__
+
+
+def _refuse_unordered(what: str, value: object) -> None:
+    if isinstance(value, (set, frozenset)):
+        raise TypeError(
+            f"{what} must be ordered, got {type(value).__name__}: a set's order changes "
+            "with the hash seed, which would break same steps, same stream; "
+            "use a list or a tuple"
+        )
 
 
 def check_kind(kind: object) -> str:
     """Return ``kind`` as a plain ``str`` or raise naming what was wrong."""
     if not isinstance(kind, str):
         raise TypeError(f"kind must be a str, got {type(kind).__name__}")
+    kind = _as_str(kind)
     if not kind:
         raise ValueError("kind must be a non-empty string")
-    return str(kind)
+    return kind
 
 
 def check_clock(name: str, value: object) -> int:
     """Return a non-negative 64-bit ``int`` (``seq``, ``tick``, ``day``)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    if value > MAX_CLOCK:
-        raise ValueError(f"{name} must be < 2**63, got {value}")
-    return int(value)
+    number = _as_int(value)
+    if number < 0:
+        raise ValueError(f"{name} must be >= 0, got {_describe(number)}")
+    if number > MAX_CLOCK:
+        raise ValueError(f"{name} must be < 2**63, got {_describe(number)}")
+    return number
 
 
 def check_positive(name: str, value: object) -> int:
@@ -102,21 +132,34 @@ def check_id(name: str, value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return str(value)
+        return _as_str(value)
     raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+
+
+def _check_int(key: str, value: int) -> int:
+    if not MIN_PAYLOAD_INT <= value <= MAX_PAYLOAD_INT:
+        raise ValueError(
+            f"payload value for {key!r} is outside the signed 64-bit range "
+            f"(-2**63 .. 2**63-1), got {_describe(value)}"
+        )
+    return value
 
 
 def freeze_value(key: str, value: object, depth: int = 0) -> object:
     """Return ``value`` as an immutable, JSON-ready payload value.
 
-    Accepted: ``None``, ``bool``, ``int``, finite ``float``, ``str`` and
-    lists/tuples of these (lists become tuples), nested up to
-    :data:`MAX_NESTING` levels. Subclasses (``IntEnum``, ``StrEnum``) become
-    the plain built-in value so that events stay deterministic.
+    Accepted: ``None``, ``bool``, ``int`` in the signed 64-bit range, finite
+    ``float``, ``str`` and lists/tuples of these (lists become tuples),
+    nested up to :data:`MAX_NESTING` levels. Subclasses (``IntEnum``,
+    ``StrEnum``) become the plain built-in value (converted first, then
+    checked) so that events stay deterministic. Sets are refused: their
+    order changes with the hash seed.
     """
     kind = type(value)
-    if value is None or kind is str or kind is int or kind is bool:
+    if value is None or kind is str or kind is bool:
         return value
+    if kind is int:
+        return _check_int(key, value)  # type: ignore[arg-type]
     if kind is float:
         if not math.isfinite(value):  # type: ignore[arg-type]
             raise ValueError(f"payload value for {key!r} must be a finite float, got {value!r}")
@@ -130,13 +173,23 @@ def freeze_value(key: str, value: object, depth: int = 0) -> object:
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):
-        return int(value)
+        return _check_int(key, _as_int(value))
     if isinstance(value, float):
-        return freeze_value(key, float(value), depth)
+        return freeze_value(key, _as_float(value), depth)
     if isinstance(value, str):
-        return str(value)
+        return _as_str(value)
     if isinstance(value, (list, tuple)):
-        return freeze_value(key, list(value), depth)
+        # Copy through the base type: a subclass's __iter__ does not run.
+        items = (
+            list.copy(value) if isinstance(value, list) else tuple.__getitem__(value, slice(None))
+        )
+        return freeze_value(key, list(items), depth)
+    if isinstance(value, (set, frozenset)):
+        raise TypeError(
+            f"payload value for {key!r} has unsupported type {kind.__name__}: a set's order "
+            "changes with the hash seed, which would break same steps, same stream; "
+            "use a list or a tuple"
+        )
     raise TypeError(
         f"payload value for {key!r} has unsupported type {kind.__name__}: "
         "use None, bool, int, float, str or a list/tuple of them"
@@ -149,11 +202,14 @@ def normalise_payload(payload: object, max_items: int | None) -> tuple[tuple[str
     Parameters
     ----------
     payload
-        A mapping, an iterable of ``(key, value)`` pairs, or ``None``.
+        A mapping, an iterable of ``(key, value)`` pairs, or ``None``. Sets
+        are refused (no stable order).
     max_items
         Keep at most this many pairs: a longer payload keeps its first
         ``max_items - 1`` pairs and ends with ``("__truncated__", True)``.
-        ``None`` keeps everything.
+        The key ``"__truncated__"`` is reserved for that marker and refused
+        in the payload. ``None`` keeps everything and accepts the marker as
+        the last pair, with the value ``True`` (an event being rebuilt).
     """
     if payload is None:
         return ()
@@ -167,6 +223,7 @@ def normalise_payload(payload: object, max_items: int | None) -> tuple[tuple[str
             f"got {type(payload).__name__}"
         )
     else:
+        _refuse_unordered("payload", payload)
         try:
             items = iter(payload)  # type: ignore[call-overload]
         except TypeError:
@@ -186,11 +243,19 @@ def normalise_payload(payload: object, max_items: int | None) -> tuple[tuple[str
                     f"payload key {_describe(key)} is not a str "
                     f"(got {type(key).__name__}): payload keys must be str"
                 )
-            key = str(key)
+            key = _as_str(key)
         if key in seen:
             raise ValueError(f"payload key {key!r} appears more than once")
         seen.add(key)
         pairs.append((key, freeze_value(key, value)))
+    if TRUNCATED_KEY in seen:
+        last_key, last_value = pairs[-1]
+        if max_items is not None or last_key != TRUNCATED_KEY or last_value is not True:
+            raise ValueError(
+                f"payload key {TRUNCATED_KEY!r} is reserved: the bus adds "
+                f"({TRUNCATED_KEY!r}, True) as the last pair of a truncated payload; "
+                "rename the key"
+            )
     if max_items is not None and len(pairs) > max_items:
         del pairs[max_items - 1 :]
         pairs.append((TRUNCATED_KEY, True))
@@ -198,11 +263,12 @@ def normalise_payload(payload: object, max_items: int | None) -> tuple[tuple[str
 
 
 def normalise_tags(tags: object) -> tuple[str, ...]:
-    """Return ``tags`` as a tuple of plain ``str``."""
+    """Return ``tags`` as a tuple of plain ``str`` (sets are refused: no stable order)."""
     if type(tags) is tuple and all(type(tag) is str for tag in tags):
         return tags
     if isinstance(tags, (str, bytes, bytearray)):
         raise TypeError("tags must be an iterable of str, not a single string")
+    _refuse_unordered("tags", tags)
     try:
         items: tuple[object, ...] = tuple(tags)  # type: ignore[arg-type]
     except TypeError:
@@ -212,7 +278,7 @@ def normalise_tags(tags: object) -> tuple[str, ...]:
             raise TypeError(
                 f"tag {_describe(tag)} is not a str (got {type(tag).__name__}): tags must be str"
             )
-    return tuple([str(tag) for tag in items])
+    return tuple([_as_str(tag) for tag in items])
 
 
 def jsonify(value: object) -> object:

@@ -17,11 +17,14 @@ from ._errors import (
     PendingOverflowError,
     RingFullError,
     cascade_limit_message,
+    clock_back_message,
+    event_before_clock_message,
     handler_errors_message,
     pending_overflow_message,
     ring_full_message,
 )
 from ._normalise import (
+    CLOCK_POLICIES,
     MAX_PAYLOAD_ITEMS_LIMIT,
     check_clock,
     check_id,
@@ -245,6 +248,7 @@ class RingCore:
         enabled: bool = True,
         drop_policy: str = "DROP_OLDEST",
         cascade_rounds: int = 1,
+        clock_policy: str = "monotonic",
     ) -> None:
         self._max_events = check_positive("max_events", max_events)
         self._max_payload_items = check_positive("max_payload_items", max_payload_items)
@@ -259,6 +263,11 @@ class RingCore:
             )
         self._raise_when_full = drop_policy == "RAISE"
         self._cascade_rounds = check_positive("cascade_rounds", cascade_rounds)
+        if clock_policy not in CLOCK_POLICIES:
+            raise ValueError(
+                f"clock_policy must be one of {', '.join(CLOCK_POLICIES)}, got {clock_policy!r}"
+            )
+        self._monotonic = clock_policy == "monotonic"
         self._enabled = bool(enabled)
         self._ring: deque[WorldEvent] = deque(maxlen=self._max_events)
         self._pending: deque[WorldEvent] = deque()
@@ -299,6 +308,11 @@ class RingCore:
         return self._max_payload_items
 
     @property
+    def clock_policy(self) -> str:
+        """``"monotonic"`` (time never goes backwards) or ``"free"``."""
+        return "monotonic" if self._monotonic else "free"
+
+    @property
     def max_pending(self) -> int:
         """Largest number of events waiting for :meth:`drain`."""
         return self._max_pending
@@ -317,17 +331,29 @@ class RingCore:
     def set_clock(self, tick: int, day: int | None = None) -> None:
         """Set the bus clock (once per tick, from the sim loop).
 
+        Time never goes backwards: neither ``tick`` nor ``day`` may be lower
+        than the clock's.
+
         Parameters
         ----------
         tick
             The current tick.
         day
             The current day; ``None`` keeps the current one.
+
+        Raises
+        ------
+        ValueError
+            ``tick`` or ``day`` is before the clock's.
         """
-        tick = check_clock("tick", tick)
-        if day is not None:
-            self._day = check_clock("day", day)
-        self._tick = tick
+        tick_value = check_clock("tick", tick)
+        day_value = self._day if day is None else check_clock("day", day)
+        if self._monotonic and tick_value < self._tick:
+            raise ValueError(clock_back_message("tick", self._tick, tick_value))
+        if self._monotonic and day_value < self._day:
+            raise ValueError(clock_back_message("day", self._day, day_value))
+        self._tick = tick_value
+        self._day = day_value
 
     # -- publishing ----------------------------------------------------
     def publish(
@@ -350,7 +376,9 @@ class RingCore:
         kind
             What happened (see :mod:`ringbus.kinds`).
         tick, day
-            Sim clock; ``None`` takes the bus clock.
+            Sim clock; ``None`` takes the bus clock. Never before the
+            clock's (time never goes backwards); a later one moves the
+            clock forward to it.
         polity_id, ward_id, actor_id, subject_id
             Who and where, ``str`` or ``None``.
         payload
@@ -363,7 +391,8 @@ class RingCore:
         Raises
         ------
         TypeError, ValueError
-            A field is of the wrong type or value; the message names it.
+            A field is of the wrong type or value, or ``tick``/``day`` is
+            before the clock's; the message names it.
         PendingOverflowError
             ``max_pending`` events are already waiting for :meth:`drain`.
         RingFullError
@@ -372,28 +401,25 @@ class RingCore:
         if not self._enabled:
             return 0
         kind = check_kind(kind)
-        tick_value = self._tick if tick is None else check_clock("tick", tick)
-        day_value = self._day if day is None else check_clock("day", day)
+        # -1: the bus clock, read when the event is stored.
+        tick_value = -1 if tick is None else check_clock("tick", tick)
+        day_value = -1 if day is None else check_clock("day", day)
         polity_id = check_id("polity_id", polity_id)
         ward_id = check_id("ward_id", ward_id)
         actor_id = check_id("actor_id", actor_id)
         subject_id = check_id("subject_id", subject_id)
         pairs = normalise_payload(payload, self._max_payload_items)
         tag_tuple = normalise_tags(tags)
-        self._admit()
-        self._seq += 1
+        # Built before it is numbered: the allocation may run the cyclic GC,
+        # and a finalizer that publishes must not take a seq in between.
         event = _make_event(
-            self._seq,
-            tick_value,
-            day_value,
-            kind,
-            polity_id,
-            ward_id,
-            actor_id,
-            subject_id,
-            pairs,
-            tag_tuple,
+            0, 0, 0, kind, polity_id, ward_id, actor_id, subject_id, pairs, tag_tuple
         )
+        self._admit(tick_value, day_value)
+        self._seq += 1
+        _set(event, "seq", self._seq)
+        _set(event, "tick", self._tick if tick_value < 0 else tick_value)
+        _set(event, "day", self._day if day_value < 0 else day_value)
         self._store(event)
         return self._seq
 
@@ -418,7 +444,7 @@ class RingCore:
                 f"event seq {event.seq} has {len(event.payload)} payload items, "
                 f"more than max_payload_items={self._max_payload_items}"
             )
-        self._admit()
+        self._admit(event.tick, event.day)
         self._seq = event.seq
         self._store(event)
         return self._seq
@@ -440,6 +466,7 @@ class RingCore:
         """Publish into the urgent lane and/or to one destination (see EventBus)."""
         if destination is not None and (type(destination) is not str or not destination):
             raise TypeError(f"destination must be a non-empty str, got {destination!r}")
+        lane = bool(urgent)  # user code: before the event is stored
         seq = self.publish(
             kind,
             tick,
@@ -452,16 +479,17 @@ class RingCore:
             tags=tags,
         )
         if seq:
-            self._mark(seq, bool(urgent), destination)
+            self._mark(seq, lane, destination)
         return seq
 
     def _ingest_routed(self, event: WorldEvent, urgent: bool, destination: str | None) -> int:
         """``ingest`` into the urgent lane and/or to one destination (restore)."""
         if destination is not None and (type(destination) is not str or not destination):
             raise TypeError(f"destination must be a non-empty str, got {destination!r}")
+        lane = bool(urgent)  # user code: before the event is stored
         seq = self.ingest(event)
         if seq:
-            self._mark(seq, bool(urgent), destination)
+            self._mark(seq, lane, destination)
         return seq
 
     def _mark(self, seq: int, urgent: bool, destination: str | None) -> None:
@@ -477,13 +505,21 @@ class RingCore:
             sorted(self._destinations.items()),
         )
 
-    def _admit(self) -> None:
+    def _admit(self, tick: int, day: int) -> None:
+        """Refuse an event at ``tick`` and ``day`` (-1: the clock's) if it may not be stored."""
+        if self._monotonic and 0 <= tick < self._tick:
+            raise ValueError(event_before_clock_message("tick", tick, self._tick))
+        if self._monotonic and 0 <= day < self._day:
+            raise ValueError(event_before_clock_message("day", day, self._day))
         if len(self._pending) - len(self._done) >= self._max_pending:
             raise PendingOverflowError(pending_overflow_message(self._max_pending))
         if self._raise_when_full and len(self._ring) >= self._max_events:
             raise RingFullError(ring_full_message(self._max_events))
 
     def _store(self, event: WorldEvent) -> None:
+        if self._monotonic:  # an event later than the clock moves it forward
+            self._tick = event.tick
+            self._day = event.day
         if len(self._ring) == self._max_events:
             self._overwritten += 1
         self._ring.append(event)

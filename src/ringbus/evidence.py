@@ -267,10 +267,12 @@ class EvidenceSubscriber:
             "event_seq": 0,
         }
         if self._publish and self._bus is not None:
+            # At the triggering event's time, or the clock's once it has
+            # moved past it (time on a bus never goes backwards).
             item["event_seq"] = self._bus.publish(
                 EVIDENCE_RAISED,
-                event.tick,
-                self._day,
+                max(event.tick, self._bus.tick),
+                max(self._day, self._bus.day),
                 polity_id=item["polity_id"],
                 ward_id=item["ward_id"],
                 subject_id=f"evidence-{item['id']}",

@@ -388,6 +388,11 @@ class Journal:
         """Subscribe :meth:`append` to ``bus`` (only this journal's kinds); return the sub id."""
         if self._sub_id is not None:
             raise RuntimeError("this journal is already attached to a bus; detach() it first")
+        if getattr(bus, "clock_policy", "monotonic") != "monotonic":
+            raise ValueError(
+                f"a journal needs a bus with clock_policy='monotonic', this one is "
+                f"{bus.clock_policy!r}: the verifier refuses time that goes backwards"
+            )
         self._sub_id = bus.subscribe(
             self.append, kinds=self.kinds, name=name, error_policy=error_policy
         )

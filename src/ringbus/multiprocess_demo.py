@@ -127,7 +127,7 @@ def run_aggregator(
     """
     keys = _keys(stream)
     client = connect(url, timeout=2.0)
-    bus = EventBus(EventBusConfig(name=consumer))
+    bus = EventBus(EventBusConfig(name=consumer, clock_policy="free"))
     kpi = KpiSubscriber()
     kpi.attach(bus)
     saved = client.get(keys["kpi"])

@@ -280,6 +280,11 @@ class RedisStreamSource:
     ) -> None:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be an int >= 1, got {count!r}")
+        if getattr(bus, "clock_policy", "free") != "free":
+            raise ValueError(
+                "a RedisSource republishes events with their producers' own ticks and days, "
+                "which interleave: give its bus EventBusConfig(clock_policy='free')"
+            )
         self.bus = bus
         self.client: Any = client if client is not None else connect(url)
         self.stream = stream
