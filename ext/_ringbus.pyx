@@ -94,6 +94,17 @@ cdef extern from *:
     """
     void RINGBUS_PREFETCH_WRITE(const void* p) noexcept
 
+cdef extern from *:
+    """
+    /* An int of one digit (30 bits) fits in 64 bits: no need to ask further. */
+    #if PY_VERSION_HEX >= 0x030C0000
+    #define RINGBUS_INT_COMPACT(o) PyUnstable_Long_IsCompact((PyLongObject*)(o))
+    #else
+    #define RINGBUS_INT_COMPACT(o) (Py_SIZE(o) >= -1 && Py_SIZE(o) <= 1)
+    #endif
+    """
+    bint RINGBUS_INT_COMPACT(PyObject* o) noexcept
+
 __all__ = ["FIELDS", "DROP_POLICIES", "RingCore", "WorldEvent"]
 
 FIELDS = (
@@ -154,6 +165,8 @@ cdef inline bint _scalar(PyObject* value) noexcept:
     if value == _none or kind == &_str_type or kind == &_bool_type:
         return True
     if kind == &_int_type:
+        if RINGBUS_INT_COMPACT(value):
+            return True
         PyLong_AsLongLongAndOverflow(<object>value, &overflow)  # cannot fail on an int
         return overflow == 0
     return kind == &_float_type and isfinite(_float_value(value))
@@ -165,6 +178,17 @@ cdef inline bint _reserved(PyObject* key) noexcept:
         PyUnicode_GET_LENGTH(<object>key) == 13
         and PyUnicode_CompareWithASCIIString(<object>key, b"__truncated__") == 0
     )
+
+
+cdef inline void _release(PyObject** buf, Py_ssize_t size) noexcept:
+    """Drop the references ``_publish`` took to payload keys and values.
+
+    They are exact str, int, float, bool, None or tuples of them: freeing
+    one runs no Python code.
+    """
+    cdef Py_ssize_t i
+    for i in range(size):
+        _xdecref(buf[i])
 
 
 cdef inline bint _scalar_dict(dict payload, PyObject** buf, Py_ssize_t* count) noexcept:
@@ -181,26 +205,16 @@ cdef inline bint _scalar_dict(dict payload, PyObject** buf, Py_ssize_t* count) n
     for i in range(size):  # exactly len() items: no extra call to learn the end
         PyDict_Next(payload, &pos, &key, &value)
         if _type_of(key) != &_str_type or not _scalar(value) or _reserved(key):
+            _release(buf, 2 * i)
             return False
+        # Owned at once: the caller's code that runs later (its tags
+        # iterable, a finalizer) may change or empty the dict.
+        _incref(key)
+        _incref(value)
         buf[2 * i] = key
         buf[2 * i + 1] = value
-    # Own them before anything else runs: the caller's code (its tags
-    # iterable, a finalizer) may change or empty the dict.
-    for i in range(2 * size):
-        _incref(buf[i])
     count[0] = size
     return True
-
-
-cdef inline void _release(PyObject** buf, Py_ssize_t size) noexcept:
-    """Drop the references ``_publish`` took to payload keys and values.
-
-    They are exact str, int, float, bool, None or tuples of them: freeing
-    one runs no Python code.
-    """
-    cdef Py_ssize_t i
-    for i in range(size):
-        _xdecref(buf[i])
 
 
 cdef inline bint _str_tuple(tuple tags) noexcept:
