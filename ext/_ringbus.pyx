@@ -32,6 +32,7 @@ from ringbus._errors import (
     pending_overflow_message,
     ring_full_message,
 )
+from ringbus._limits import check_ring_size
 from ringbus._normalise import (
     MAX_PAYLOAD_ITEMS_LIMIT,
     check_clock,
@@ -560,6 +561,7 @@ cdef class RingCore:
                 f"max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, "
                 f"got {max_payload_items}"
             )
+        check_ring_size(capacity, items)  # before allocating, with the twin's message
         cdef Py_ssize_t pending = check_positive("max_pending", max_pending)
         if drop_policy not in DROP_POLICIES:
             raise ValueError(
@@ -567,8 +569,6 @@ cdef class RingCore:
             )
         cdef Py_ssize_t rounds = check_positive("cascade_rounds", cascade_rounds)
         cdef Py_ssize_t stride = O_PAIRS + 2 * items
-        if capacity > (<Py_ssize_t>1 << 40) // (stride * <Py_ssize_t>sizeof(PyObject*)):
-            raise MemoryError(f"max_events={capacity} is too large to preallocate")
         self._ring = _Storage(capacity, stride)
         self._max_events = capacity
         self._max_payload_items = items

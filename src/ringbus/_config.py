@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from typing import Any
 
+from ._limits import check_ring_size
 from ._normalise import MAX_PAYLOAD_ITEMS_LIMIT
 
 __all__ = ["DROP_POLICIES", "ERROR_POLICIES", "UNKNOWN_DESTINATION_POLICIES", "EventBusConfig"]
@@ -20,6 +22,8 @@ def _positive(name: str, value: object) -> None:
         raise TypeError(f"EventBusConfig.{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"EventBusConfig.{name} must be >= 1, got {value}")
+    if value > sys.maxsize:
+        raise ValueError(f"EventBusConfig.{name} must be <= {sys.maxsize}, got {value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +37,8 @@ class EventBusConfig:
         returns 0 and stores nothing.
     max_events
         Slots in the ring (preallocated); publishing past it overwrites the
-        oldest event.
+        oldest event. The ring, ``max_events x (88 + 16 x max_payload_items)``
+        bytes, may take at most 64 GiB (``ringbus.MAX_RING_BYTES``).
     max_payload_items
         Largest number of payload pairs kept per event (1 to 64); a longer
         payload is cut and ends with ``("__truncated__", True)``.
@@ -107,6 +112,7 @@ class EventBusConfig:
                 f"EventBusConfig.max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, "
                 f"got {self.max_payload_items}"
             )
+        check_ring_size(self.max_events, self.max_payload_items, "EventBusConfig.")
         if self.drop_policy not in DROP_POLICIES:
             raise ValueError(
                 f"EventBusConfig.drop_policy must be one of {', '.join(DROP_POLICIES)}, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import reprlib
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -69,11 +70,13 @@ def check_clock(name: str, value: object) -> int:
 
 
 def check_positive(name: str, value: object) -> int:
-    """Return ``value`` as an ``int`` >= 1 (sizes and bounds)."""
+    """Return ``value`` as an ``int`` from 1 to ``sys.maxsize`` (sizes and bounds)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    if value > sys.maxsize:
+        raise ValueError(f"{name} must be <= {sys.maxsize}, got {value}")
     return int(value)
 
 

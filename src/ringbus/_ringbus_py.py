@@ -21,6 +21,7 @@ from ._errors import (
     pending_overflow_message,
     ring_full_message,
 )
+from ._limits import check_ring_size
 from ._normalise import (
     MAX_PAYLOAD_ITEMS_LIMIT,
     check_clock,
@@ -252,6 +253,8 @@ class RingCore:
             raise ValueError(
                 f"max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, got {max_payload_items}"
             )
+        # The compiled core preallocates this ring: refuse what it could not hold.
+        check_ring_size(self._max_events, self._max_payload_items)
         self._max_pending = check_positive("max_pending", max_pending)
         if drop_policy not in DROP_POLICIES:
             raise ValueError(
