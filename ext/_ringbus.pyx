@@ -32,7 +32,7 @@ from ringbus._errors import (
     pending_overflow_message,
     ring_full_message,
 )
-from ringbus._limits import check_ring_size
+from ringbus._limits import ROUTE_CACHE_LIMIT, check_ring_size
 from ringbus._normalise import (
     MAX_PAYLOAD_ITEMS_LIMIT,
     check_clock,
@@ -89,7 +89,7 @@ cdef extern from *:
     """
     void RINGBUS_PREFETCH_WRITE(const void* p) noexcept
 
-__all__ = ["FIELDS", "DROP_POLICIES", "RingCore", "WorldEvent"]
+__all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEvent"]
 
 FIELDS = (
     "seq",
@@ -124,6 +124,7 @@ cdef enum:
 assert MAX_FLAT == 2 * MAX_PAYLOAD_ITEMS_LIMIT
 
 cdef tuple _EMPTY = ()
+cdef Py_ssize_t _route_cache_limit = ROUTE_CACHE_LIMIT
 
 
 cdef int _raise_pending() except -1:
@@ -497,7 +498,8 @@ cdef class RingCore:
 
     Handlers come from per-kind routes: ``_routes`` maps a kind to a tuple of
     ``(handler, subscription)`` entries; a kind not in it is looked up once
-    through :meth:`_resolve_route`.
+    through :meth:`_resolve_route`. It holds at most ``ROUTE_CACHE_LIMIT``
+    kinds: caching one more starts it afresh.
     """
 
     cdef Py_ssize_t _max_events
@@ -971,6 +973,10 @@ cdef class RingCore:
         route = self._resolve_route(kind)
         if type(route) is not tuple:
             raise TypeError("_resolve_route() must return a tuple")
+        if len(self._routes) >= _route_cache_limit:
+            # Bounded: a run that keeps inventing kinds re-resolves them
+            # instead of growing the cache; a kind seen before is one lookup.
+            self._routes.clear()
         self._routes[kind] = route
         return route
 

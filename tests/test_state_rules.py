@@ -13,6 +13,46 @@ from typing import Any
 import pytest
 
 from ringbus import MAX_RING_BYTES, EventBusConfig
+from ringbus._ringbus_py import ROUTE_CACHE_LIMIT
+
+
+# -- the route cache is bounded ----------------------------------------------
+@pytest.mark.parametrize("selector", [None, {"KIND_*"}, {"OTHER"}])
+def test_route_cache_stays_bounded(backend: Any, selector: set[str] | None) -> None:
+    bus = backend.bus(max_events=1024)
+    seen: list[str] = []
+    bus.subscribe(lambda e: seen.append(e.kind), kinds=selector)
+    kinds_published = [f"KIND_{i}" for i in range(100_000)]
+    for start in range(0, len(kinds_published), 1000):
+        for kind in kinds_published[start : start + 1000]:
+            bus.publish(kind)
+        bus.drain()
+        assert len(bus._routes) <= ROUTE_CACHE_LIMIT
+    assert seen == ([] if selector == {"OTHER"} else kinds_published)
+
+
+def test_route_cache_is_invalidated_when_subscriptions_change(backend: Any) -> None:
+    bus = backend.bus()
+    first: list[str] = []
+    second: list[str] = []
+    for i in range(ROUTE_CACHE_LIMIT + 10):
+        bus.publish(f"K{i}")
+    bus.publish("HOT")
+    bus.drain()
+    assert len(bus._routes) <= ROUTE_CACHE_LIMIT
+    sub = bus.subscribe(first.append, kinds={"HOT"})
+    bus.publish("HOT")
+    bus.drain()
+    bus.subscribe(second.append, kinds={"H*"})
+    bus.unsubscribe(sub)
+    bus.publish("HOT")
+    bus.drain()
+    assert [e.seq for e in first] == [ROUTE_CACHE_LIMIT + 12]
+    assert [e.seq for e in second] == [ROUTE_CACHE_LIMIT + 13]
+
+
+def test_route_cache_limit_is_the_same_on_both_cores(both_backends: Any) -> None:
+    assert {b.core.ROUTE_CACHE_LIMIT for b in both_backends} == {ROUTE_CACHE_LIMIT}
 
 
 # -- the ring's size is limited the same way on both cores --------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_RING_BYTES",
+    "ROUTE_CACHE_LIMIT",
     "SLOT_BYTES",
     "SLOT_BYTES_PER_ITEM",
     "check_ring_size",
@@ -23,6 +24,9 @@ SLOT_BYTES_PER_ITEM = 16
 #: Largest ring a bus accepts: ``max_events x (88 + 16 x max_payload_items)``
 #: must not exceed it (64 GiB).
 MAX_RING_BYTES = 2**36
+#: Most kinds whose routes a bus keeps cached; publishing a new kind past it
+#: starts the cache afresh (each kind is then resolved again once).
+ROUTE_CACHE_LIMIT = 4096
 
 
 def ring_bytes(max_events: int, max_payload_items: int) -> int:

@@ -21,7 +21,7 @@ from ._errors import (
     pending_overflow_message,
     ring_full_message,
 )
-from ._limits import check_ring_size
+from ._limits import ROUTE_CACHE_LIMIT, check_ring_size
 from ._normalise import (
     MAX_PAYLOAD_ITEMS_LIMIT,
     check_clock,
@@ -35,7 +35,7 @@ from ._normalise import (
     normalise_tags,
 )
 
-__all__ = ["FIELDS", "DROP_POLICIES", "RingCore", "WorldEvent"]
+__all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEvent"]
 
 #: The fields of :class:`WorldEvent`, in order.
 FIELDS = (
@@ -235,7 +235,8 @@ class RingCore:
 
     Handlers come from per-kind routes: ``_routes`` maps a kind to a tuple of
     ``(handler, subscription)`` entries; a kind not in it is looked up once
-    through :meth:`_resolve_route`.
+    through :meth:`_resolve_route`. It holds at most :data:`ROUTE_CACHE_LIMIT`
+    kinds: caching one more starts it afresh.
     """
 
     def __init__(
@@ -534,6 +535,10 @@ class RingCore:
         route = self._resolve_route(event.kind)
         if type(route) is not tuple:
             raise TypeError("_resolve_route() must return a tuple")
+        if len(self._routes) >= ROUTE_CACHE_LIMIT:
+            # Bounded: a run that keeps inventing kinds re-resolves them
+            # instead of growing the cache; a kind seen before is one lookup.
+            self._routes.clear()
         self._routes[event.kind] = route
         return route
 
