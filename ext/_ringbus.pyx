@@ -557,12 +557,9 @@ cdef class RingCore:
         cascade_rounds=1,
     ):
         cdef Py_ssize_t capacity = check_positive("max_events", max_events)
-        cdef Py_ssize_t items = check_positive("max_payload_items", max_payload_items)
-        if items > MAX_PAYLOAD_ITEMS_LIMIT:
-            raise ValueError(
-                f"max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, "
-                f"got {max_payload_items}"
-            )
+        cdef Py_ssize_t items = check_positive(
+            "max_payload_items", max_payload_items, MAX_PAYLOAD_ITEMS_LIMIT
+        )
         check_ring_size(capacity, items)  # before allocating, with the twin's message
         cdef Py_ssize_t pending = check_positive("max_pending", max_pending)
         if drop_policy not in DROP_POLICIES:

@@ -17,13 +17,13 @@ UNKNOWN_DESTINATION_POLICIES = ("raise", "log", "dead_letter")
 ERROR_POLICIES = ("raise", "log", "dead_letter")
 
 
-def _positive(name: str, value: object) -> None:
+def _positive(name: str, value: object, maximum: int = sys.maxsize) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"EventBusConfig.{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"EventBusConfig.{name} must be >= 1, got {value}")
-    if value > sys.maxsize:
-        raise ValueError(f"EventBusConfig.{name} must be <= {sys.maxsize}, got {value}")
+    if value > maximum:
+        raise ValueError(f"EventBusConfig.{name} must be <= {maximum}, got {value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,18 +100,13 @@ class EventBusConfig:
             )
         for name in (
             "max_events",
-            "max_payload_items",
             "max_pending",
             "cascade_rounds",
             "retry_backoff_ticks",
             "dead_letter_limit",
         ):
             _positive(name, getattr(self, name))
-        if self.max_payload_items > MAX_PAYLOAD_ITEMS_LIMIT:
-            raise ValueError(
-                f"EventBusConfig.max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, "
-                f"got {self.max_payload_items}"
-            )
+        _positive("max_payload_items", self.max_payload_items, MAX_PAYLOAD_ITEMS_LIMIT)
         check_ring_size(self.max_events, self.max_payload_items, "EventBusConfig.")
         if self.drop_policy not in DROP_POLICIES:
             raise ValueError(

@@ -69,14 +69,14 @@ def check_clock(name: str, value: object) -> int:
     return int(value)
 
 
-def check_positive(name: str, value: object) -> int:
-    """Return ``value`` as an ``int`` from 1 to ``sys.maxsize`` (sizes and bounds)."""
+def check_positive(name: str, value: object, maximum: int = sys.maxsize) -> int:
+    """Return ``value`` as an ``int`` from 1 to ``maximum`` (sizes and bounds)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
-    if value > sys.maxsize:
-        raise ValueError(f"{name} must be <= {sys.maxsize}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
 
 

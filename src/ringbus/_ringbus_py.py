@@ -249,11 +249,9 @@ class RingCore:
         cascade_rounds: int = 1,
     ) -> None:
         self._max_events = check_positive("max_events", max_events)
-        self._max_payload_items = check_positive("max_payload_items", max_payload_items)
-        if self._max_payload_items > MAX_PAYLOAD_ITEMS_LIMIT:
-            raise ValueError(
-                f"max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, got {max_payload_items}"
-            )
+        self._max_payload_items = check_positive(
+            "max_payload_items", max_payload_items, MAX_PAYLOAD_ITEMS_LIMIT
+        )
         # The compiled core preallocates this ring: refuse what it could not hold.
         check_ring_size(self._max_events, self._max_payload_items)
         self._max_pending = check_positive("max_pending", max_pending)
