@@ -227,6 +227,19 @@ def test_hook_load_failure_keeps_the_error_of_a_failed_rollback(backend: Any) ->
     assert full_state(bus) == before
 
 
+def test_restore_saves_only_the_hooks_it_loads(backend: Any) -> None:
+    good = rich_snapshot(backend)
+
+    def unsaveable() -> Any:
+        raise AssertionError("save() of a hook with no state in the snapshot was called")
+
+    bus = backend.bus()
+    bus.add_snapshot_hook("counter", dict, lambda state: None)
+    bus.add_snapshot_hook("other", unsaveable, lambda state: None)
+    bus.restore(good)
+    assert bus.latest_seq() == good["seq"]
+
+
 def test_hook_load_that_publishes_is_refused(backend: Any) -> None:
     good = rich_snapshot(backend)
     state = {"v": 0}

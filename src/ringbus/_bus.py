@@ -492,10 +492,11 @@ class EventBusBase(_Core):
         except KeyError:
             raise KeyError(f"no snapshot hook named {name!r}") from None
 
-    def _saved_hook_states(self) -> dict[str, Any]:
-        """Each snapshot hook's state, as JSON-ready copies."""
+    def _saved_hook_states(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """Each snapshot hook's state (or those of ``names``), as JSON-ready copies."""
         hooks: dict[str, Any] = {}
-        for name, (save, _load) in self._snapshot_hooks.items():
+        for name in self._snapshot_hooks if names is None else names:
+            save = self._snapshot_hooks[name][0]
             try:
                 hooks[name] = json.loads(json.dumps(save(), allow_nan=False))
             except (TypeError, ValueError) as error:
@@ -574,8 +575,12 @@ class EventBusBase(_Core):
             The bus has already accepted events, the snapshot is malformed, or
             it carries state for a hook that is not registered.
         TypeError
-            ``snapshot`` is not a dict, or a hook's ``save`` returns state
-            that is not JSON-serialisable.
+            ``snapshot`` is not a dict, or the ``save`` of a hook the snapshot
+            has state for returns state that is not JSON-serialisable.
+        RuntimeError
+            A hook's ``load`` published or scheduled events.
+        Exception
+            Whatever a hook's ``load`` raised (the bus is left unchanged).
         """
         if not self._is_fresh():
             raise ValueError("restore() needs a fresh bus: this one has already accepted events")
@@ -706,7 +711,7 @@ class EventBusBase(_Core):
 
     def _load_hooks(self, hooks: dict[str, Any]) -> None:
         """Run each hook's ``load``; on an error put the ones already loaded back."""
-        before = self._saved_hook_states()
+        before = self._saved_hook_states(hooks)
         loaded: list[str] = []
         try:
             for name, state in hooks.items():
