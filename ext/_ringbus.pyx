@@ -34,6 +34,7 @@ from ringbus._errors import (
     pending_overflow_message,
     ring_full_message,
 )
+from ringbus._limits import ROUTE_CACHE_LIMIT, check_ring_size
 from ringbus._normalise import (
     CLOCK_POLICIES,
     MAX_PAYLOAD_ITEMS_LIMIT,
@@ -105,7 +106,7 @@ cdef extern from *:
     """
     bint RINGBUS_INT_COMPACT(PyObject* o) noexcept
 
-__all__ = ["FIELDS", "DROP_POLICIES", "RingCore", "WorldEvent"]
+__all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEvent"]
 
 FIELDS = (
     "seq",
@@ -141,6 +142,7 @@ assert MAX_FLAT == 2 * MAX_PAYLOAD_ITEMS_LIMIT
 
 cdef tuple _EMPTY = ()
 cdef str _TRUNCATED = TRUNCATED_KEY
+cdef Py_ssize_t _route_cache_limit = ROUTE_CACHE_LIMIT
 
 
 cdef int _raise_pending() except -1:
@@ -566,7 +568,8 @@ cdef class RingCore:
 
     Handlers come from per-kind routes: ``_routes`` maps a kind to a tuple of
     ``(handler, subscription)`` entries; a kind not in it is looked up once
-    through :meth:`_resolve_route`.
+    through :meth:`_resolve_route`. It holds at most ``ROUTE_CACHE_LIMIT``
+    kinds: caching one more starts it afresh.
     """
 
     cdef Py_ssize_t _max_events
@@ -626,12 +629,10 @@ cdef class RingCore:
         clock_policy="monotonic",
     ):
         cdef Py_ssize_t capacity = check_positive("max_events", max_events)
-        cdef Py_ssize_t items = check_positive("max_payload_items", max_payload_items)
-        if items > MAX_PAYLOAD_ITEMS_LIMIT:
-            raise ValueError(
-                f"max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, "
-                f"got {max_payload_items}"
-            )
+        cdef Py_ssize_t items = check_positive(
+            "max_payload_items", max_payload_items, MAX_PAYLOAD_ITEMS_LIMIT
+        )
+        check_ring_size(capacity, items)  # before allocating, with the twin's message
         cdef Py_ssize_t pending = check_positive("max_pending", max_pending)
         if drop_policy not in DROP_POLICIES:
             raise ValueError(
@@ -643,8 +644,6 @@ cdef class RingCore:
                 f"clock_policy must be one of {', '.join(CLOCK_POLICIES)}, got {clock_policy!r}"
             )
         cdef Py_ssize_t stride = O_PAIRS + 2 * items
-        if capacity > (<Py_ssize_t>1 << 40) // (stride * <Py_ssize_t>sizeof(PyObject*)):
-            raise MemoryError(f"max_events={capacity} is too large to preallocate")
         self._ring = _Storage(capacity, stride)
         self._max_events = capacity
         self._max_payload_items = items
@@ -1164,6 +1163,10 @@ cdef class RingCore:
         route = self._resolve_route(kind)
         if type(route) is not tuple:
             raise TypeError("_resolve_route() must return a tuple")
+        if len(self._routes) >= _route_cache_limit:
+            # Bounded: a run that keeps inventing kinds re-resolves them
+            # instead of growing the cache; a kind seen before is one lookup.
+            self._routes.clear()
         self._routes[kind] = route
         return route
 

@@ -183,3 +183,20 @@ def test_the_64_bit_bounds_themselves_are_accepted(both_backends: Any) -> None:
 
     result = on_both(both_backends, case)
     assert result == ("ok", {"lo": -(2**63), "hi": 2**63 - 1, "t": [2**63 - 1]})
+
+
+def test_restore_refuses_pending_events_that_go_back_in_time(both_backends: Any) -> None:
+    def case(backend: Any) -> object:
+        bus = backend.bus()
+        bus.publish("A", 5)
+        bus.publish("B", 6)
+        state = bus.snapshot()
+        state["pending"][1]["tick"] = 4
+        fresh = backend.bus()
+        try:
+            return fresh.restore(state)
+        finally:
+            assert fresh.latest_seq() == 0 and (fresh.tick, fresh.day) == (0, 0)
+
+    result = on_both(both_backends, case)
+    assert result[0] == "ValueError" and "time never goes backwards" in str(result[1])

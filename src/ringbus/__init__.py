@@ -19,6 +19,7 @@ from ._errors import (
     RingFullError,
     UnknownDestinationError,
 )
+from ._limits import MAX_RING_BYTES
 from ._normalise import TRUNCATED_KEY
 from ._registry import KindSelector, Subscription
 
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKEND",
     "FIELDS",
+    "MAX_RING_BYTES",
     "TRUNCATED_KEY",
     "CascadeLimitError",
     "DeadLetter",

@@ -493,6 +493,19 @@ class EventBusBase(_Core):
         except KeyError:
             raise KeyError(f"no snapshot hook named {name!r}") from None
 
+    def _saved_hook_states(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """Each snapshot hook's state (or those of ``names``), as JSON-ready copies."""
+        hooks: dict[str, Any] = {}
+        for name in self._snapshot_hooks if names is None else names:
+            save = self._snapshot_hooks[name][0]
+            try:
+                hooks[name] = json.loads(json.dumps(save(), allow_nan=False))
+            except (TypeError, ValueError) as error:
+                raise TypeError(
+                    f"snapshot hook {name!r} returned state that is not JSON-serialisable: {error}"
+                ) from error
+        return hooks
+
     def snapshot(self, *, debug_events: bool | int = False) -> dict[str, Any]:
         """Return the bus state as a JSON-serialisable dict.
 
@@ -501,14 +514,7 @@ class EventBusBase(_Core):
         state — not the ring, unless ``debug_events`` asks for the last
         ``snapshot_debug_events`` (``True``) or N (an int) retained events.
         """
-        hooks: dict[str, Any] = {}
-        for name, (save, _load) in self._snapshot_hooks.items():
-            try:
-                hooks[name] = json.loads(json.dumps(save(), allow_nan=False))
-            except (TypeError, ValueError) as error:
-                raise TypeError(
-                    f"snapshot hook {name!r} returned state that is not JSON-serialisable: {error}"
-                ) from error
+        hooks = self._saved_hook_states()
         state: dict[str, Any] = {
             "format": SNAPSHOT_FORMAT,
             "version": SNAPSHOT_VERSION,
@@ -544,22 +550,47 @@ class EventBusBase(_Core):
             state["debug_events"] = [event.to_dict() for event in recent[-count:] if count]
         return state
 
+    def _is_fresh(self) -> bool:
+        return not (self.latest_seq() or self.pending_count() or len(self) or self._schedule)
+
     def restore(self, snapshot: dict[str, Any]) -> None:
-        """Continue from ``snapshot`` on this fresh bus.
+        """Continue from ``snapshot`` on this fresh bus: all of it, or nothing.
 
         Register the snapshot hooks first (attach the subscribers), then
         restore: the seq counter, the clock and the pending events come
         back, and each hook's ``load`` gets its state. The run continues with
         the same seqs as the uninterrupted one.
 
+        The whole snapshot is checked before anything changes, so a refused
+        snapshot leaves the bus as it was (still fresh: a correct snapshot
+        can be restored next). The hooks' ``load`` callables run after that
+        check and before the bus takes the snapshot's seq and events (a
+        ``load`` must not publish). If one raises, the hooks that had
+        already loaded get back the state their ``save`` returned just
+        before, the bus is left unchanged, and the error propagates with a
+        note naming the hook.
+
         Raises
         ------
         ValueError
             The bus has already accepted events, the snapshot is malformed, or
             it carries state for a hook that is not registered.
+        TypeError
+            ``snapshot`` is not a dict, or the ``save`` of a hook the snapshot
+            has state for returns state that is not JSON-serialisable.
+        RuntimeError
+            A hook's ``load`` published or scheduled events.
+        Exception
+            Whatever a hook's ``load`` raised (the bus is left unchanged).
         """
-        if self.latest_seq() or self.pending_count() or len(self) or self._schedule:
+        if not self._is_fresh():
             raise ValueError("restore() needs a fresh bus: this one has already accepted events")
+        commit, hooks = self._prepare_restore(snapshot)
+        self._load_hooks(hooks)
+        commit()
+
+    def _prepare_restore(self, snapshot: object) -> tuple[Callable[[], None], dict[str, Any]]:
+        """Check the whole snapshot; return what applies it (cannot fail) and the hooks' states."""
         if not isinstance(snapshot, dict):
             raise TypeError(f"snapshot must be a dict, got {type(snapshot).__name__}")
         if snapshot.get("format") != SNAPSHOT_FORMAT:
@@ -573,6 +604,8 @@ class EventBusBase(_Core):
             if key not in snapshot:
                 raise ValueError(f"snapshot is missing {key!r}")
         seq = check_clock("seq", snapshot["seq"])
+        tick = check_clock("tick", snapshot["tick"])
+        day = None if snapshot["day"] is None else check_clock("day", snapshot["day"])
         hooks = snapshot["hooks"]
         if not isinstance(hooks, dict):
             raise ValueError("snapshot 'hooks' must be a dict")
@@ -582,36 +615,148 @@ class EventBusBase(_Core):
                 f"snapshot carries state for hooks {', '.join(map(repr, unknown))} that are "
                 "not registered on this bus: attach those subscribers before restore()"
             )
-        if not isinstance(snapshot["pending"], list):
-            raise ValueError("snapshot 'pending' must be a list")
-        pending = [self.event_from_dict(item) for item in snapshot["pending"]]
-        if pending and pending[-1].seq > seq:
-            raise ValueError("snapshot has pending events after its seq")
-        lanes = snapshot.get("lanes", {"urgent": [], "destinations": []})
-        if not isinstance(lanes, dict):
-            raise ValueError("snapshot 'lanes' must be a dict")
-        urgent_seqs = set(lanes.get("urgent", []))
-        directed = {int(seq): str(name) for seq, name in lanes.get("destinations", [])}
-        if pending:
-            self._skip_to(pending[0].seq - 1)
-            for event in pending:
-                self._ingest_routed(event, event.seq in urgent_seqs, directed.get(event.seq))
-        self._skip_to(seq)
-        # After the pending events, which move the clock up to their own times.
-        self.set_clock(snapshot["tick"], snapshot["day"])
+        pending = self._checked_pending(snapshot["pending"], seq, tick, day)
+        urgent, directed = self._checked_lanes(snapshot.get("lanes"), pending)
+        steps: list[Callable[[], None]] = []
         if "scheduled" in snapshot:
-            self._schedule.load_state(snapshot["scheduled"])
+            schedule = Schedule()
+            schedule.prepare_load(snapshot["scheduled"])()
+            for at_tick, _order, kind, fields in schedule.entries():
+                self._scheduled_fields(at_tick, kind, fields)
+            steps.append(lambda: setattr(self, "_schedule", schedule))
         if "dead_letters" in snapshot:
-            self._dead_letters.load(snapshot["dead_letters"], self.event_from_dict)
+            steps.append(
+                self._dead_letters.prepare_load(snapshot["dead_letters"], self.event_from_dict)
+            )
+        if "routing" in snapshot:
+            steps.append(self._registry.prepare_load(snapshot["routing"]))
+        if "deliveries" in snapshot:
+            tracker = DeliveryTracker.from_state(snapshot["deliveries"])
+            steps.append(lambda: setattr(self._registry, "tracker", tracker))
+
+        def commit() -> None:
+            # Everything below was checked: none of it can fail.
+            if pending:
+                self._skip_to(pending[0].seq - 1)
+                for event in pending:
+                    self._ingest_routed(event, event.seq in urgent, directed.get(event.seq))
+            self._skip_to(seq)
+            # After the pending events, which move the clock up to their own times.
+            self.set_clock(tick, day)
+            for step in steps:
+                step()
             if self._dead_letters.retries:
                 self._listen_for_retries()
-        if "routing" in snapshot:
-            self._registry.load_state(snapshot["routing"])
-        if "deliveries" in snapshot:
-            self._registry.tracker = DeliveryTracker.from_state(snapshot["deliveries"])
             self._routes.clear()
-        for name, state in hooks.items():
-            self._snapshot_hooks[name][1](state)
+
+        return commit, hooks
+
+    def _checked_pending(
+        self, items: object, seq: int, tick: int, day: int | None
+    ) -> list[WorldEvent]:
+        """The snapshot's pending events, checked to be ingestible in order."""
+        if not isinstance(items, list):
+            raise ValueError("snapshot 'pending' must be a list")
+        pending = [self.event_from_dict(item) for item in items]
+        previous = 0
+        last = (0, 0)
+        monotonic = self.clock_policy == "monotonic"
+        for event in pending:
+            if event.seq <= previous:
+                raise ValueError(
+                    f"snapshot pending events must be in increasing seq order from 1, "
+                    f"got seq {event.seq} after {previous}"
+                )
+            if monotonic and (event.tick < last[0] or event.day < last[1]):
+                raise ValueError(
+                    f"snapshot pending event seq {event.seq} at tick {event.tick}, day "
+                    f"{event.day} is before the event ahead of it (tick {last[0]}, day "
+                    f"{last[1]}): time never goes backwards"
+                )
+            if monotonic and (event.tick > tick or (day is not None and event.day > day)):
+                raise ValueError(
+                    f"snapshot pending event seq {event.seq} is later than the snapshot's "
+                    f"clock (tick {tick}, day {day})"
+                )
+            last = (event.tick, event.day)
+            if len(event.payload) > self.max_payload_items:
+                raise ValueError(
+                    f"snapshot pending event seq {event.seq} has {len(event.payload)} payload "
+                    f"items, more than max_payload_items={self.max_payload_items}"
+                )
+            previous = event.seq
+        if pending and pending[-1].seq > seq:
+            raise ValueError("snapshot has pending events after its seq")
+        if self.enabled and len(pending) > self.max_pending:
+            raise ValueError(
+                f"snapshot has {len(pending)} pending events, more than "
+                f"max_pending={self.max_pending}"
+            )
+        if self.enabled and self._config.drop_policy == "RAISE" and len(pending) > self.max_events:
+            raise ValueError(
+                f"snapshot has {len(pending)} pending events, more than "
+                f"max_events={self.max_events} with drop_policy='RAISE'"
+            )
+        return pending
+
+    def _checked_lanes(
+        self, lanes: object, pending: list[WorldEvent]
+    ) -> tuple[set[int], dict[int, str]]:
+        """The snapshot's urgent seqs and destinations, each naming a pending event."""
+        if lanes is None:
+            return set(), {}
+        if not isinstance(lanes, dict):
+            raise ValueError("snapshot 'lanes' must be a dict")
+        seqs = {event.seq for event in pending}
+        urgent = lanes.get("urgent", [])
+        destinations = lanes.get("destinations", [])
+        if not isinstance(urgent, list) or not isinstance(destinations, list):
+            raise ValueError("snapshot 'lanes' must hold 'urgent' and 'destinations' lists")
+        for seq in urgent:
+            if isinstance(seq, bool) or not isinstance(seq, int) or seq not in seqs:
+                raise ValueError(f"snapshot urgent lane names {seq!r}, not a pending event's seq")
+        directed: dict[int, str] = {}
+        for item in destinations:
+            if not isinstance(item, list | tuple) or len(item) != 2:
+                raise ValueError(f"snapshot destination must be a [seq, name] pair, got {item!r}")
+            seq, name = item
+            if isinstance(seq, bool) or not isinstance(seq, int) or seq not in seqs:
+                raise ValueError(f"snapshot destination names {seq!r}, not a pending event's seq")
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"snapshot destination name must be a non-empty str, got {name!r}")
+            directed[seq] = name
+        return set(urgent), directed
+
+    def _load_hooks(self, hooks: dict[str, Any]) -> None:
+        """Run each hook's ``load``; on an error put the ones already loaded back."""
+        before = self._saved_hook_states(hooks)
+        loaded: list[str] = []
+        try:
+            for name, state in hooks.items():
+                try:
+                    self._snapshot_hooks[name][1](state)
+                except BaseException as error:
+                    error.add_note(
+                        f"ringbus: snapshot hook {name!r} failed to load its state; restore() "
+                        "left the bus unchanged and put the hooks loaded before it back"
+                    )
+                    raise
+                loaded.append(name)
+            if not self._is_fresh():
+                raise RuntimeError(
+                    "a snapshot hook's load() published or scheduled events during restore(); "
+                    "loads must only set their subscriber's state"
+                )
+        except BaseException as error:
+            for done in reversed(loaded):
+                try:
+                    self._snapshot_hooks[done][1](before[done])
+                except Exception as undo_error:
+                    error.add_note(
+                        f"ringbus: snapshot hook {done!r} could not get its previous state "
+                        f"back: {undo_error!r}"
+                    )
+            raise
 
     @classmethod
     def from_snapshot(cls, snapshot: dict[str, Any], config: EventBusConfig | None = None) -> Any:
@@ -666,6 +811,16 @@ class EventBusBase(_Core):
                 f"schedule() needs a tick after the current tick {self.tick}, got {at_tick}; "
                 "publish() the event now instead"
             )
+        kind, kept = self._scheduled_fields(at_tick, kind, fields)
+        if not self.enabled:
+            return 0
+        return self._schedule.add(at_tick, kind, kept)
+
+    def _scheduled_fields(
+        self, at_tick: int, kind: str, fields: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """Check a scheduled event as publishing it will; return its kind and JSON-ready fields."""
+        at_tick = check_clock("at_tick", at_tick)
         unknown = sorted(set(fields) - set(SCHEDULE_FIELDS))
         if unknown:
             raise TypeError(
@@ -678,9 +833,7 @@ class EventBusBase(_Core):
         ).to_dict()
         kept = {name: probe[name] for name in SCHEDULE_FIELDS if name in fields}
         json.dumps(kept, allow_nan=False)
-        if not self.enabled:
-            return 0
-        return self._schedule.add(at_tick, probe["kind"], kept)
+        return probe["kind"], kept
 
     def scheduled(self) -> list[dict[str, Any]]:
         """The events waiting for their tick, in release order (JSON-ready copies)."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from typing import Any
 
+from ._limits import check_ring_size
 from ._normalise import CLOCK_POLICIES, MAX_PAYLOAD_ITEMS_LIMIT
 
 __all__ = [
@@ -21,11 +23,13 @@ UNKNOWN_DESTINATION_POLICIES = ("raise", "log", "dead_letter")
 ERROR_POLICIES = ("raise", "log", "dead_letter")
 
 
-def _positive(name: str, value: object) -> None:
+def _positive(name: str, value: object, maximum: int = sys.maxsize) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"EventBusConfig.{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"EventBusConfig.{name} must be >= 1, got {value}")
+    if value > maximum:
+        raise ValueError(f"EventBusConfig.{name} must be <= {maximum}, got {value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +43,8 @@ class EventBusConfig:
         returns 0 and stores nothing.
     max_events
         Slots in the ring (preallocated); publishing past it overwrites the
-        oldest event.
+        oldest event. The ring, ``max_events x (88 + 16 x max_payload_items)``
+        bytes, may take at most 64 GiB (``ringbus.MAX_RING_BYTES``).
     max_payload_items
         Largest number of payload pairs kept per event (1 to 64); a longer
         payload is cut and ends with ``("__truncated__", True)``.
@@ -111,18 +116,14 @@ class EventBusConfig:
             )
         for name in (
             "max_events",
-            "max_payload_items",
             "max_pending",
             "cascade_rounds",
             "retry_backoff_ticks",
             "dead_letter_limit",
         ):
             _positive(name, getattr(self, name))
-        if self.max_payload_items > MAX_PAYLOAD_ITEMS_LIMIT:
-            raise ValueError(
-                f"EventBusConfig.max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, "
-                f"got {self.max_payload_items}"
-            )
+        _positive("max_payload_items", self.max_payload_items, MAX_PAYLOAD_ITEMS_LIMIT)
+        check_ring_size(self.max_events, self.max_payload_items, "EventBusConfig.")
         if self.drop_policy not in DROP_POLICIES:
             raise ValueError(
                 f"EventBusConfig.drop_policy must be one of {', '.join(DROP_POLICIES)}, "

@@ -19,7 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["DeadLetter", "DeadLetterQueue", "PendingRetry"]
 
@@ -386,24 +386,65 @@ class DeadLetterQueue:
         }
 
     def load(self, data: object, make_event: EventFactory) -> None:
-        """Restore the state :meth:`to_dict` returned."""
+        """Restore the state :meth:`to_dict` returned (all of it, or nothing on error)."""
+        self.prepare_load(data, make_event)()
+
+    def prepare_load(self, data: object, make_event: EventFactory) -> Callable[[], None]:
+        """Check the state :meth:`to_dict` returned and return what loads it.
+
+        Nothing changes until the returned function is called, and that
+        function cannot fail: a snapshot is checked whole before any part
+        of a bus is restored.
+
+        Raises
+        ------
+        ValueError
+            The state is malformed.
+        """
         if not isinstance(data, dict):
             raise ValueError("snapshot 'dead_letters' must be a dict")
         try:
             retries = [
-                PendingRetry(**{**item, "event": make_event(item["event"])})
-                for item in data["retrying"]
+                _entry_from_dict(PendingRetry, item, make_event) for item in data["retrying"]
             ]
-            dead = deque(
-                DeadLetter(**{**item, "event": make_event(item["event"])}) for item in data["dead"]
-            )
+            dead = deque(_entry_from_dict(DeadLetter, item, make_event) for item in data["dead"])
             dropped, recovered, failures = (
-                int(data["dropped"]),
-                int(data["recovered"]),
-                int(data["failures"]),
+                _count(data, "dropped"),
+                _count(data, "recovered"),
+                _count(data, "failures"),
             )
         except (KeyError, TypeError) as error:
             raise ValueError(f"snapshot 'dead_letters' is malformed: {error}") from error
-        self.retries = retries
-        self._dead = dead
-        self._dropped, self._recovered, self._failures = dropped, recovered, failures
+
+        def commit() -> None:
+            self.retries = retries
+            self._dead = dead
+            self._dropped, self._recovered, self._failures = dropped, recovered, failures
+
+        return commit
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"snapshot 'dead_letters' has a bad {key!r} count: {value!r}")
+    return value
+
+
+_Entry = TypeVar("_Entry", PendingRetry, DeadLetter)
+
+
+def _entry_from_dict(cls: type[_Entry], item: object, make_event: EventFactory) -> _Entry:
+    """A retry or dead letter from :func:`_entry_dict` output, its fields' types checked."""
+    if not isinstance(item, dict):
+        raise ValueError(f"snapshot 'dead_letters' entry must be a dict, got {item!r}")
+    entry = cls(**{**item, "event": make_event(item["event"])})
+    for name in ("sub_id", "attempts", "due_tick", "first_tick", "last_tick"):
+        value = getattr(entry, name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"snapshot 'dead_letters' entry has a bad {name!r}: {value!r}")
+    for name in ("subscriber", "error_type", "error_message", "reason", "name"):
+        value = getattr(entry, name, "")
+        if not isinstance(value, str) and not (name == "name" and value is None):
+            raise ValueError(f"snapshot 'dead_letters' entry has a bad {name!r}: {value!r}")
+    return entry

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import reprlib
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -98,12 +99,14 @@ def check_clock(name: str, value: object) -> int:
     return number
 
 
-def check_positive(name: str, value: object) -> int:
-    """Return ``value`` as an ``int`` >= 1 (sizes and bounds)."""
+def check_positive(name: str, value: object, maximum: int = sys.maxsize) -> int:
+    """Return ``value`` as an ``int`` from 1 to ``maximum`` (sizes and bounds)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
 
 

@@ -236,14 +236,34 @@ class Registry:
         return {"group_turns": turns} if turns else {}
 
     def load_state(self, state: Any) -> None:
-        """Restore what :meth:`to_state` returned."""
+        """Restore what :meth:`to_state` returned (all of it, or nothing on error)."""
+        self.prepare_load(state)()
+
+    def prepare_load(self, state: Any) -> Callable[[], None]:
+        """Check what :meth:`to_state` returned and return what restores it.
+
+        Nothing changes until the returned function is called, and that
+        function cannot fail.
+
+        Raises
+        ------
+        ValueError
+            The state is malformed.
+        """
         turns = state.get("group_turns", {}) if isinstance(state, dict) else None
         if not isinstance(turns, dict):
             raise ValueError("snapshot 'routing' must be a dict with a 'group_turns' dict")
         for name, turn in turns.items():
+            if not isinstance(name, str):
+                raise ValueError(f"snapshot group name must be a str, got {name!r}")
             if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
                 raise ValueError(f"snapshot group turn for {name!r} must be an int >= 0")
-            group = self._groups.get(name)
-            if group is None:
-                group = self._groups[name] = Group(name)
-            group.turn = turn
+
+        def commit() -> None:
+            for name, turn in turns.items():
+                group = self._groups.get(name)
+                if group is None:
+                    group = self._groups[name] = Group(name)
+                group.turn = turn
+
+        return commit

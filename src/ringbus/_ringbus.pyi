@@ -3,10 +3,11 @@
 from collections.abc import Callable, Container
 from typing import Any, Final
 
-__all__ = ["DROP_POLICIES", "FIELDS", "RingCore", "WorldEvent"]
+__all__ = ["DROP_POLICIES", "FIELDS", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEvent"]
 
 FIELDS: Final[tuple[str, ...]]
 DROP_POLICIES: Final[tuple[str, ...]]
+ROUTE_CACHE_LIMIT: Final[int]
 
 Payload = tuple[tuple[str, Any], ...]
 Route = tuple[tuple[Callable[[Any], object], object], ...]

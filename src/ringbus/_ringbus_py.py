@@ -23,6 +23,7 @@ from ._errors import (
     pending_overflow_message,
     ring_full_message,
 )
+from ._limits import ROUTE_CACHE_LIMIT, check_ring_size
 from ._normalise import (
     CLOCK_POLICIES,
     MAX_PAYLOAD_ITEMS_LIMIT,
@@ -37,7 +38,7 @@ from ._normalise import (
     normalise_tags,
 )
 
-__all__ = ["FIELDS", "DROP_POLICIES", "RingCore", "WorldEvent"]
+__all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEvent"]
 
 #: The fields of :class:`WorldEvent`, in order.
 FIELDS = (
@@ -237,7 +238,8 @@ class RingCore:
 
     Handlers come from per-kind routes: ``_routes`` maps a kind to a tuple of
     ``(handler, subscription)`` entries; a kind not in it is looked up once
-    through :meth:`_resolve_route`.
+    through :meth:`_resolve_route`. It holds at most :data:`ROUTE_CACHE_LIMIT`
+    kinds: caching one more starts it afresh.
     """
 
     def __init__(
@@ -251,11 +253,11 @@ class RingCore:
         clock_policy: str = "monotonic",
     ) -> None:
         self._max_events = check_positive("max_events", max_events)
-        self._max_payload_items = check_positive("max_payload_items", max_payload_items)
-        if self._max_payload_items > MAX_PAYLOAD_ITEMS_LIMIT:
-            raise ValueError(
-                f"max_payload_items must be <= {MAX_PAYLOAD_ITEMS_LIMIT}, got {max_payload_items}"
-            )
+        self._max_payload_items = check_positive(
+            "max_payload_items", max_payload_items, MAX_PAYLOAD_ITEMS_LIMIT
+        )
+        # The compiled core preallocates this ring: refuse what it could not hold.
+        check_ring_size(self._max_events, self._max_payload_items)
         self._max_pending = check_positive("max_pending", max_pending)
         if drop_policy not in DROP_POLICIES:
             raise ValueError(
@@ -567,6 +569,10 @@ class RingCore:
         route = self._resolve_route(event.kind)
         if type(route) is not tuple:
             raise TypeError("_resolve_route() must return a tuple")
+        if len(self._routes) >= ROUTE_CACHE_LIMIT:
+            # Bounded: a run that keeps inventing kinds re-resolves them
+            # instead of growing the cache; a kind seen before is one lookup.
+            self._routes.clear()
         self._routes[event.kind] = route
         return route
 

@@ -9,6 +9,7 @@ order they were scheduled in.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["SCHEDULE_FIELDS", "Schedule", "ScheduledEvent"]
@@ -73,7 +74,20 @@ class Schedule:
         }
 
     def load_state(self, state: object) -> None:
-        """Replace the queue with what :meth:`to_state` returned."""
+        """Replace the queue with what :meth:`to_state` returned (all of it, or nothing)."""
+        self.prepare_load(state)()
+
+    def prepare_load(self, state: object) -> Callable[[], None]:
+        """Check what :meth:`to_state` returned and return what loads it.
+
+        Nothing changes until the returned function is called, and that
+        function cannot fail.
+
+        Raises
+        ------
+        ValueError
+            The state is malformed.
+        """
         if not isinstance(state, dict) or not isinstance(state.get("entries"), list):
             raise ValueError("snapshot 'scheduled' must be a dict with an 'entries' list")
         heap: list[ScheduledEvent] = []
@@ -97,5 +111,10 @@ class Schedule:
         next_order = state.get("next_order", 0)
         if isinstance(next_order, bool) or not isinstance(next_order, int):
             raise ValueError("snapshot 'scheduled.next_order' must be an int")
-        self._heap = heap
-        self._next_order = max(next_order, max((e[1] + 1 for e in heap), default=0))
+        next_order = max(next_order, max((e[1] + 1 for e in heap), default=0))
+
+        def commit() -> None:
+            self._heap = heap
+            self._next_order = next_order
+
+        return commit
