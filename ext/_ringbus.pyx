@@ -1127,6 +1127,15 @@ cdef class RingCore:
         self._seq = value
 
     # -- dispatch ------------------------------------------------------
+    @property
+    def draining(self):
+        """Whether :meth:`drain` is running (a handler is being called)."""
+        return self._draining
+
+    def _invalidate_routes(self):
+        """Forget every cached route: the subscriptions changed."""
+        self._routes.clear()
+
     def _resolve_route(self, kind):
         """Return the ``(handler, subscription)`` entries for ``kind``."""
         return ()

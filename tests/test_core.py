@@ -502,3 +502,24 @@ def test_keyboard_interrupt_ends_the_drain_and_keeps_the_rest(backend: Any) -> N
     assert [e.seq for e in bus.pending_events()] == [3, 4]
     assert bus.drain() == 2
     assert seen == [1, 2, 3, 4]
+
+
+def test_a_refused_nested_drain_runs_no_drain_listener(backend: Any) -> None:
+    bus = backend.bus()
+    calls: list[str] = []
+    bus.add_drain_listener(lambda: calls.append("end"), on_start=lambda: calls.append("start"))
+    refused: list[str] = []
+
+    def handler(event: Any) -> None:
+        assert bus.draining
+        try:
+            bus.drain()
+        except RuntimeError as error:
+            refused.append(str(error))
+
+    bus.subscribe(handler)
+    bus.publish("K")
+    assert not bus.draining
+    assert bus.drain() == 1
+    assert calls == ["start", "end"]  # once, for the drain that ran
+    assert len(refused) == 1 and "called from inside a handler" in refused[0]

@@ -218,7 +218,7 @@ def test_markup_in_events_renders_as_text(page: Page, bus: Any) -> None:
     expect(rows(page)).to_have_count(30)
     bus.publish(
         "<b>BOLD</b>",
-        tick=1,
+        tick=30,
         polity_id=XSS_IMG,
         subject_id="<i>x</i>",
         payload={"html": XSS_IMG, "script": XSS_SCRIPT, XSS_IMG: "key too"},

@@ -22,16 +22,19 @@ from ._errors import UnknownDestinationError
 from ._normalise import check_clock
 from ._registry import Handler, KindSelector, Registry, Subscription, member_of
 from ._schedule import SCHEDULE_FIELDS, Schedule
+from ._snapshot import (
+    SNAPSHOT_FORMAT,
+    SNAPSHOT_VERSION,
+    LoadHook,
+    SaveHook,
+    SnapshotHooks,
+    prepare_restore,
+    take_snapshot,
+)
 
 __all__ = ["SNAPSHOT_FORMAT", "SNAPSHOT_VERSION", "EventBus", "bus_class_for"]
 
 logger = logging.getLogger("ringbus")
-
-SNAPSHOT_FORMAT = "ringbus-snapshot"
-SNAPSHOT_VERSION = 1
-
-SaveHook = Callable[[], Any]
-LoadHook = Callable[[Any], object]
 
 
 if TYPE_CHECKING:
@@ -81,7 +84,7 @@ class EventBusBase(_Core):
         )
         self._config = config
         self._registry = Registry()
-        self._snapshot_hooks: dict[str, tuple[SaveHook, LoadHook]] = {}
+        self._snapshot_hooks = SnapshotHooks()
         self._schedule = Schedule()
         self._drain_starts: list[Callable[[], object]] = []
         self._drain_ends: list[Callable[[], object]] = []
@@ -151,7 +154,7 @@ class EventBusBase(_Core):
                 f"got {error_policy!r}"
             )
         subscription = self._registry.add(handler, kinds, name, priority, group, group_key)
-        self._routes.clear()
+        self._invalidate_routes()
         if error_policy is not None:
             self._error_policies[subscription.sub_id] = error_policy
             if error_policy == "dead_letter":
@@ -167,7 +170,7 @@ class EventBusBase(_Core):
             No subscription has this id (or it was already removed).
         """
         self._registry.remove(sub_id)
-        self._routes.clear()
+        self._invalidate_routes()
         self._error_policies.pop(sub_id, None)
 
     def subscriptions(self) -> list[Subscription]:
@@ -184,7 +187,7 @@ class EventBusBase(_Core):
         call starts a fresh record.
         """
         self._registry.tracker = None if limit is None else DeliveryTracker(limit)
-        self._routes.clear()
+        self._invalidate_routes()
 
     def delivery_states(
         self, seq: int | None = None, subscription: int | None = None
@@ -386,7 +389,8 @@ class EventBusBase(_Core):
         :meth:`add_drain_listener`) run around it, the end ones even when the
         drain raises.
         """
-        if not self._drain_ends and not self._drain_starts:
+        if self.draining or not (self._drain_ends or self._drain_starts):
+            # A nested drain() is refused by the core: no listener runs for it.
             return super().drain(max_rounds)
         for listener in tuple(self._drain_starts):
             listener()
@@ -472,13 +476,7 @@ class EventBusBase(_Core):
         load
             Takes what ``save`` returned and restores the state.
         """
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"snapshot hook name must be a non-empty str, got {name!r}")
-        if not callable(save) or not callable(load):
-            raise TypeError("snapshot hook save and load must be callable")
-        if name in self._snapshot_hooks:
-            raise ValueError(f"a snapshot hook named {name!r} is already registered")
-        self._snapshot_hooks[name] = (save, load)
+        self._snapshot_hooks.add(name, save, load)
 
     def remove_snapshot_hook(self, name: str) -> None:
         """Forget a snapshot hook.
@@ -488,23 +486,7 @@ class EventBusBase(_Core):
         KeyError
             No hook has this name.
         """
-        try:
-            del self._snapshot_hooks[name]
-        except KeyError:
-            raise KeyError(f"no snapshot hook named {name!r}") from None
-
-    def _saved_hook_states(self, names: Iterable[str] | None = None) -> dict[str, Any]:
-        """Each snapshot hook's state (or those of ``names``), as JSON-ready copies."""
-        hooks: dict[str, Any] = {}
-        for name in self._snapshot_hooks if names is None else names:
-            save = self._snapshot_hooks[name][0]
-            try:
-                hooks[name] = json.loads(json.dumps(save(), allow_nan=False))
-            except (TypeError, ValueError) as error:
-                raise TypeError(
-                    f"snapshot hook {name!r} returned state that is not JSON-serialisable: {error}"
-                ) from error
-        return hooks
+        self._snapshot_hooks.remove(name)
 
     def snapshot(self, *, debug_events: bool | int = False) -> dict[str, Any]:
         """Return the bus state as a JSON-serialisable dict.
@@ -514,41 +496,7 @@ class EventBusBase(_Core):
         state — not the ring, unless ``debug_events`` asks for the last
         ``snapshot_debug_events`` (``True``) or N (an int) retained events.
         """
-        hooks = self._saved_hook_states()
-        state: dict[str, Any] = {
-            "format": SNAPSHOT_FORMAT,
-            "version": SNAPSHOT_VERSION,
-            "seq": self.latest_seq(),
-            "tick": self.tick,
-            "day": self.day,
-            "config": self._config.to_dict(),
-            "pending": [event.to_dict() for event in self.pending_events()],
-            "hooks": hooks,
-        }
-        if self._schedule:
-            state["scheduled"] = self._schedule.to_state()
-        if self._dead_letters.has_state():
-            state["dead_letters"] = self._dead_letters.to_dict()
-        urgent, destinations = self.pending_routing()
-        if urgent or destinations:
-            state["lanes"] = {
-                "urgent": urgent,
-                "destinations": [[seq, name] for seq, name in destinations],
-            }
-        routing = self._registry.to_state()
-        if routing:
-            state["routing"] = routing
-        if self._registry.tracker is not None:
-            state["deliveries"] = self._registry.tracker.to_state()
-        if debug_events is not False:
-            count = (
-                self._config.snapshot_debug_events
-                if debug_events is True
-                else check_clock("debug_events", debug_events)
-            )
-            recent = self.get_since(max(0, self.latest_seq() - count)) if count else []
-            state["debug_events"] = [event.to_dict() for event in recent[-count:] if count]
-        return state
+        return take_snapshot(self, debug_events)
 
     def _is_fresh(self) -> bool:
         return not (self.latest_seq() or self.pending_count() or len(self) or self._schedule)
@@ -585,178 +533,9 @@ class EventBusBase(_Core):
         """
         if not self._is_fresh():
             raise ValueError("restore() needs a fresh bus: this one has already accepted events")
-        commit, hooks = self._prepare_restore(snapshot)
-        self._load_hooks(hooks)
+        commit, hooks = prepare_restore(self, snapshot)
+        self._snapshot_hooks.load(hooks, self._is_fresh)
         commit()
-
-    def _prepare_restore(self, snapshot: object) -> tuple[Callable[[], None], dict[str, Any]]:
-        """Check the whole snapshot; return what applies it (cannot fail) and the hooks' states."""
-        if not isinstance(snapshot, dict):
-            raise TypeError(f"snapshot must be a dict, got {type(snapshot).__name__}")
-        if snapshot.get("format") != SNAPSHOT_FORMAT:
-            raise ValueError(f"not a ringbus snapshot (format={snapshot.get('format')!r})")
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(
-                f"unsupported snapshot version {snapshot.get('version')!r}; "
-                f"this ringbus reads version {SNAPSHOT_VERSION}"
-            )
-        for key in ("seq", "tick", "day", "pending", "hooks"):
-            if key not in snapshot:
-                raise ValueError(f"snapshot is missing {key!r}")
-        seq = check_clock("seq", snapshot["seq"])
-        tick = check_clock("tick", snapshot["tick"])
-        day = None if snapshot["day"] is None else check_clock("day", snapshot["day"])
-        hooks = snapshot["hooks"]
-        if not isinstance(hooks, dict):
-            raise ValueError("snapshot 'hooks' must be a dict")
-        unknown = sorted(set(hooks) - set(self._snapshot_hooks))
-        if unknown:
-            raise ValueError(
-                f"snapshot carries state for hooks {', '.join(map(repr, unknown))} that are "
-                "not registered on this bus: attach those subscribers before restore()"
-            )
-        pending = self._checked_pending(snapshot["pending"], seq, tick, day)
-        urgent, directed = self._checked_lanes(snapshot.get("lanes"), pending)
-        steps: list[Callable[[], None]] = []
-        if "scheduled" in snapshot:
-            schedule = Schedule()
-            schedule.prepare_load(snapshot["scheduled"])()
-            for at_tick, _order, kind, fields in schedule.entries():
-                self._scheduled_fields(at_tick, kind, fields)
-            steps.append(lambda: setattr(self, "_schedule", schedule))
-        if "dead_letters" in snapshot:
-            steps.append(
-                self._dead_letters.prepare_load(snapshot["dead_letters"], self.event_from_dict)
-            )
-        if "routing" in snapshot:
-            steps.append(self._registry.prepare_load(snapshot["routing"]))
-        if "deliveries" in snapshot:
-            tracker = DeliveryTracker.from_state(snapshot["deliveries"])
-            steps.append(lambda: setattr(self._registry, "tracker", tracker))
-
-        def commit() -> None:
-            # Everything below was checked: none of it can fail.
-            if pending:
-                self._skip_to(pending[0].seq - 1)
-                for event in pending:
-                    self._ingest_routed(event, event.seq in urgent, directed.get(event.seq))
-            self._skip_to(seq)
-            # After the pending events, which move the clock up to their own times.
-            self.set_clock(tick, day)
-            for step in steps:
-                step()
-            if self._dead_letters.retries:
-                self._listen_for_retries()
-            self._routes.clear()
-
-        return commit, hooks
-
-    def _checked_pending(
-        self, items: object, seq: int, tick: int, day: int | None
-    ) -> list[WorldEvent]:
-        """The snapshot's pending events, checked to be ingestible in order."""
-        if not isinstance(items, list):
-            raise ValueError("snapshot 'pending' must be a list")
-        pending = [self.event_from_dict(item) for item in items]
-        previous = 0
-        last = (0, 0)
-        monotonic = self.clock_policy == "monotonic"
-        for event in pending:
-            if event.seq <= previous:
-                raise ValueError(
-                    f"snapshot pending events must be in increasing seq order from 1, "
-                    f"got seq {event.seq} after {previous}"
-                )
-            if monotonic and (event.tick < last[0] or event.day < last[1]):
-                raise ValueError(
-                    f"snapshot pending event seq {event.seq} at tick {event.tick}, day "
-                    f"{event.day} is before the event ahead of it (tick {last[0]}, day "
-                    f"{last[1]}): time never goes backwards"
-                )
-            if monotonic and (event.tick > tick or (day is not None and event.day > day)):
-                raise ValueError(
-                    f"snapshot pending event seq {event.seq} is later than the snapshot's "
-                    f"clock (tick {tick}, day {day})"
-                )
-            last = (event.tick, event.day)
-            if len(event.payload) > self.max_payload_items:
-                raise ValueError(
-                    f"snapshot pending event seq {event.seq} has {len(event.payload)} payload "
-                    f"items, more than max_payload_items={self.max_payload_items}"
-                )
-            previous = event.seq
-        if pending and pending[-1].seq > seq:
-            raise ValueError("snapshot has pending events after its seq")
-        if self.enabled and len(pending) > self.max_pending:
-            raise ValueError(
-                f"snapshot has {len(pending)} pending events, more than "
-                f"max_pending={self.max_pending}"
-            )
-        if self.enabled and self._config.drop_policy == "RAISE" and len(pending) > self.max_events:
-            raise ValueError(
-                f"snapshot has {len(pending)} pending events, more than "
-                f"max_events={self.max_events} with drop_policy='RAISE'"
-            )
-        return pending
-
-    def _checked_lanes(
-        self, lanes: object, pending: list[WorldEvent]
-    ) -> tuple[set[int], dict[int, str]]:
-        """The snapshot's urgent seqs and destinations, each naming a pending event."""
-        if lanes is None:
-            return set(), {}
-        if not isinstance(lanes, dict):
-            raise ValueError("snapshot 'lanes' must be a dict")
-        seqs = {event.seq for event in pending}
-        urgent = lanes.get("urgent", [])
-        destinations = lanes.get("destinations", [])
-        if not isinstance(urgent, list) or not isinstance(destinations, list):
-            raise ValueError("snapshot 'lanes' must hold 'urgent' and 'destinations' lists")
-        for seq in urgent:
-            if isinstance(seq, bool) or not isinstance(seq, int) or seq not in seqs:
-                raise ValueError(f"snapshot urgent lane names {seq!r}, not a pending event's seq")
-        directed: dict[int, str] = {}
-        for item in destinations:
-            if not isinstance(item, list | tuple) or len(item) != 2:
-                raise ValueError(f"snapshot destination must be a [seq, name] pair, got {item!r}")
-            seq, name = item
-            if isinstance(seq, bool) or not isinstance(seq, int) or seq not in seqs:
-                raise ValueError(f"snapshot destination names {seq!r}, not a pending event's seq")
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"snapshot destination name must be a non-empty str, got {name!r}")
-            directed[seq] = name
-        return set(urgent), directed
-
-    def _load_hooks(self, hooks: dict[str, Any]) -> None:
-        """Run each hook's ``load``; on an error put the ones already loaded back."""
-        before = self._saved_hook_states(hooks)
-        loaded: list[str] = []
-        try:
-            for name, state in hooks.items():
-                try:
-                    self._snapshot_hooks[name][1](state)
-                except BaseException as error:
-                    error.add_note(
-                        f"ringbus: snapshot hook {name!r} failed to load its state; restore() "
-                        "left the bus unchanged and put the hooks loaded before it back"
-                    )
-                    raise
-                loaded.append(name)
-            if not self._is_fresh():
-                raise RuntimeError(
-                    "a snapshot hook's load() published or scheduled events during restore(); "
-                    "loads must only set their subscriber's state"
-                )
-        except BaseException as error:
-            for done in reversed(loaded):
-                try:
-                    self._snapshot_hooks[done][1](before[done])
-                except Exception as undo_error:
-                    error.add_note(
-                        f"ringbus: snapshot hook {done!r} could not get its previous state "
-                        f"back: {undo_error!r}"
-                    )
-            raise
 
     @classmethod
     def from_snapshot(cls, snapshot: dict[str, Any], config: EventBusConfig | None = None) -> Any:

@@ -536,6 +536,15 @@ class RingCore:
         self._seq = seq
 
     # -- dispatch ------------------------------------------------------
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` is running (a handler is being called)."""
+        return self._draining
+
+    def _invalidate_routes(self) -> None:
+        """Forget every cached route: the subscriptions changed."""
+        self._routes.clear()
+
     def _resolve_route(self, kind: str) -> Route:
         """Return the ``(handler, subscription)`` entries for ``kind``."""
         return ()
