@@ -22,6 +22,7 @@ from ._errors import (
 from ._limits import MAX_RING_BYTES
 from ._normalise import TRUNCATED_KEY
 from ._registry import KindSelector, Subscription
+from ._subscriber import Subscriber
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "PendingOverflowError",
     "RingFullError",
     "RingbusError",
+    "Subscriber",
     "Subscription",
     "UnknownDestinationError",
     "WorldEvent",

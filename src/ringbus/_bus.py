@@ -11,11 +11,11 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from . import _backend
 from ._backend import RingCore, WorldEvent
-from ._config import ERROR_POLICIES, EventBusConfig
+from ._config import ERROR_POLICIES, ErrorPolicy, EventBusConfig
 from ._deadletter import DeadLetterQueue
 from ._deliveries import DeliveryRecord, DeliveryTracker
 from ._errors import UnknownDestinationError
@@ -88,7 +88,7 @@ class EventBusBase(_Core):
         self._schedule = Schedule()
         self._drain_starts: list[Callable[[], object]] = []
         self._drain_ends: list[Callable[[], object]] = []
-        self._error_policies: dict[int, str] = {}
+        self._error_policies: dict[int, ErrorPolicy] = {}
         self._dead_letters = DeadLetterQueue(
             config.max_retries,
             config.retry_backoff_ticks,
@@ -113,7 +113,7 @@ class EventBusBase(_Core):
         priority: int = 0,
         group: str | None = None,
         group_key: str | Callable[[Any], object] | None = None,
-        error_policy: str | None = None,
+        error_policy: ErrorPolicy | None = None,
     ) -> int:
         """Call ``handler(event)`` for every matching event from the next one on.
 
@@ -538,7 +538,7 @@ class EventBusBase(_Core):
         commit()
 
     @classmethod
-    def from_snapshot(cls, snapshot: dict[str, Any], config: EventBusConfig | None = None) -> Any:
+    def from_snapshot(cls, snapshot: dict[str, Any], config: EventBusConfig | None = None) -> Self:
         """A new bus continuing from ``snapshot`` (its own config unless given).
 
         For snapshots that carry subscriber state, make the bus, attach the

@@ -5,18 +5,27 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ._limits import check_ring_size
 from ._normalise import CLOCK_POLICIES, MAX_PAYLOAD_ITEMS_LIMIT
 
 __all__ = [
     "CLOCK_POLICIES",
+    "ClockPolicy",
+    "DropPolicy",
+    "ErrorPolicy",
+    "UnknownDestinationPolicy",
     "DROP_POLICIES",
     "ERROR_POLICIES",
     "UNKNOWN_DESTINATION_POLICIES",
     "EventBusConfig",
 ]
+
+DropPolicy = Literal["DROP_OLDEST", "RAISE"]
+ErrorPolicy = Literal["raise", "log", "dead_letter"]
+UnknownDestinationPolicy = Literal["raise", "log", "dead_letter"]
+ClockPolicy = Literal["monotonic", "free"]
 
 DROP_POLICIES = ("DROP_OLDEST", "RAISE")
 UNKNOWN_DESTINATION_POLICIES = ("raise", "log", "dead_letter")
@@ -97,17 +106,17 @@ class EventBusConfig:
     enabled: bool = True
     max_events: int = 50_000
     max_payload_items: int = 12
-    drop_policy: str = "DROP_OLDEST"
+    drop_policy: DropPolicy = "DROP_OLDEST"
     max_pending: int = 1_000_000
     cascade_rounds: int = 1
-    error_policy: str = "raise"
+    error_policy: ErrorPolicy = "raise"
     max_retries: int = 3
     retry_backoff_ticks: int = 1
     dead_letter_limit: int = 1_000
-    unknown_destination: str = "raise"
+    unknown_destination: UnknownDestinationPolicy = "raise"
     snapshot_debug_events: int = 100
     name: str = "bus"
-    clock_policy: str = "monotonic"
+    clock_policy: ClockPolicy = "monotonic"
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):

@@ -23,15 +23,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._deliveries import DeliveryTracker, TrackedHandler
 from ._groups import Group, GroupDispatch, GroupKey, check_group_key
 from ._selectors import KindSelector
 
+if TYPE_CHECKING:
+    from ._backend import WorldEvent
+
 __all__ = ["KindSelector", "Registry", "Subscription", "member_of"]
 
-Handler = Callable[[Any], object]
+#: What ``subscribe`` takes: called with each matching event; its result is ignored.
+Handler = Callable[["WorldEvent"], object]
 
 
 class Subscription:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import kinds as k
+from ._subscriber import SnapshotSubscriber
 
 __all__ = ["DEFAULT_RULES", "EVIDENCE_RAISED", "SCOPES", "EvidenceRule", "EvidenceSubscriber"]
 
@@ -123,7 +124,7 @@ class _Window:
         self.count += 1
 
 
-class EvidenceSubscriber:
+class EvidenceSubscriber(SnapshotSubscriber):
     """Raise evidence items when rolling windows cross their thresholds.
 
     Parameters
@@ -145,6 +146,8 @@ class EvidenceSubscriber:
     the event days; events arriving with an older day than already seen are
     counted in the current day's bucket.
     """
+
+    snapshot_name = "evidence"
 
     def __init__(
         self,
@@ -176,13 +179,10 @@ class EvidenceSubscriber:
         self._raised_by: dict[str, int] = {}
         self._day = 0
         self._lock = threading.Lock()
-        self._bus: Any = None
 
-    def attach(self, bus: Any, *, snapshot_name: str = "evidence") -> None:
-        """Subscribe to ``bus`` (its items are published there) and register the snapshot hook."""
-        self._bus = bus
-        bus.subscribe(self.handle, kinds=sorted(self._by_kind), name="evidence")
-        bus.add_snapshot_hook(snapshot_name, self.save_state, self.load_state)
+    def subscribed_kinds(self) -> list[str]:
+        """The kinds the rules count (evidence items are published on the same bus)."""
+        return sorted(self._by_kind)
 
     @property
     def raised(self) -> int:
@@ -266,13 +266,13 @@ class EvidenceSubscriber:
             "day": self._day,
             "event_seq": 0,
         }
-        if self._publish and self._bus is not None:
+        if self._publish and self.bus is not None:
             # At the triggering event's time, or the clock's once it has
             # moved past it (time on a bus never goes backwards).
-            item["event_seq"] = self._bus.publish(
+            item["event_seq"] = self.bus.publish(
                 EVIDENCE_RAISED,
-                max(event.tick, self._bus.tick),
-                max(self._day, self._bus.day),
+                max(event.tick, self.bus.tick),
+                max(self._day, self.bus.day),
                 polity_id=item["polity_id"],
                 ward_id=item["ward_id"],
                 subject_id=f"evidence-{item['id']}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 __all__ = ["BUS_HEALTH", "HealthReporter"]
 
@@ -115,7 +115,7 @@ class HealthReporter:
                 "or report on fewer transports"
             )
 
-    def attach(self, bus: Any) -> HealthReporter:
+    def attach(self, bus: Any) -> Self:
         """Watch ``bus``'s drains and publish on it; return self."""
         if self._bus is not None:
             raise RuntimeError("this HealthReporter is already attached; detach() it first")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import kinds as k
+from ._subscriber import SnapshotSubscriber
 
 __all__ = ["Incident", "IncidentLog"]
 
@@ -75,7 +76,7 @@ class Incident:
         return cls(**{**data, "details": dict(data.get("details", {}))})
 
 
-class IncidentLog:
+class IncidentLog(SnapshotSubscriber):
     """The last ``max_incidents`` incidents, queryable.
 
     Parameters
@@ -98,6 +99,8 @@ class IncidentLog:
     [('fire', 'high', 'w1')]
     """
 
+    snapshot_name = "incidents"
+
     def __init__(self, *, max_incidents: int = 10_000) -> None:
         if isinstance(max_incidents, bool) or not isinstance(max_incidents, int):
             raise TypeError(f"max_incidents must be an int, got {type(max_incidents).__name__}")
@@ -108,10 +111,9 @@ class IncidentLog:
         self._recorded = 0
         self._lock = threading.Lock()
 
-    def attach(self, bus: Any, *, snapshot_name: str = "incidents") -> None:
-        """Subscribe to ``INCIDENT_RECORDED`` on ``bus`` and register the snapshot hook."""
-        bus.subscribe(self.handle, kinds={k.INCIDENT_RECORDED}, name="incidents")
-        bus.add_snapshot_hook(snapshot_name, self.save_state, self.load_state)
+    def subscribed_kinds(self) -> tuple[str, ...]:
+        """``INCIDENT_RECORDED`` only."""
+        return (k.INCIDENT_RECORDED,)
 
     def handle(self, event: Any) -> None:
         """Record one ``INCIDENT_RECORDED`` event (other kinds are ignored)."""

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import kinds as k
+from ._subscriber import SnapshotSubscriber
 
 __all__ = ["COUNTED_KINDS", "KPI_NAMES", "KpiSubscriber"]
 
@@ -73,7 +74,7 @@ class _Tally:
         return tally
 
 
-class KpiSubscriber:
+class KpiSubscriber(SnapshotSubscriber):
     """Count KPIs from events, in total, per polity and per day.
 
     Parameters
@@ -102,6 +103,8 @@ class KpiSubscriber:
     0.5
     """
 
+    snapshot_name = "kpi"
+
     #: The kinds this subscriber listens to.
     KINDS: tuple[str, ...] = (*COUNTED_KINDS, k.DAY_ROLLOVER)
 
@@ -125,10 +128,9 @@ class KpiSubscriber:
         """How many closed days are kept."""
         return self._history_days
 
-    def attach(self, bus: Any, *, snapshot_name: str = "kpi") -> None:
-        """Subscribe to ``bus`` and register the snapshot hook ``snapshot_name``."""
-        bus.subscribe(self.handle, kinds=self.KINDS, name="kpi")
-        bus.add_snapshot_hook(snapshot_name, self.save_state, self.load_state)
+    def subscribed_kinds(self) -> tuple[str, ...]:
+        """The kinds the KPIs count, and ``DAY_ROLLOVER``."""
+        return tuple(self.KINDS)
 
     # -- events --------------------------------------------------------
     def handle(self, event: Any) -> None:

@@ -18,6 +18,7 @@ first and counted in ``dropped``; every transport reports its counters with
 
 from __future__ import annotations
 
+import abc
 import argparse
 import fnmatch
 import json
@@ -29,7 +30,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from ._backend import FIELDS
 
@@ -168,7 +169,7 @@ class Transform:
             self.kinds = tuple(kinds)
 
 
-class Transport:
+class Transport(abc.ABC):
     """Base of the transports: buffer on delivery, send a batch per drain.
 
     Each record is serialised to compact JSON when it is buffered, so a
@@ -229,7 +230,7 @@ class Transport:
         self.last_invalid: list[str] = []
 
     # -- wiring --------------------------------------------------------
-    def attach(self, bus: Any) -> Transport:
+    def attach(self, bus: Any) -> Self:
         """Subscribe to ``bus`` and send at the end of each of its drains; return self."""
         if self._bus is not None:
             raise RuntimeError(f"{self.name} is already attached to a bus; detach() it first")
@@ -304,8 +305,9 @@ class Transport:
         """Whether a send may be attempted now (backoff says no)."""
         return True
 
+    @abc.abstractmethod
     def _send(self, batch: list[tuple[int, str]]) -> int:
-        raise NotImplementedError
+        """Send ``batch``; return how many records, from the front, are done with."""
 
     @property
     def buffered(self) -> int:
