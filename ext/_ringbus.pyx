@@ -37,6 +37,7 @@ from ringbus._errors import (
 from ringbus._limits import ROUTE_CACHE_LIMIT, check_ring_size
 from ringbus._normalise import (
     CLOCK_POLICIES,
+    DROP_POLICIES,
     MAX_PAYLOAD_ITEMS_LIMIT,
     TRUNCATED_KEY,
     check_clock,
@@ -120,7 +121,6 @@ FIELDS = (
     "payload",
     "tags",
 )
-DROP_POLICIES = ("DROP_OLDEST", "RAISE")
 
 # Per-slot layout: four 64-bit ints in _meta, then object pointers in _objs.
 cdef enum:

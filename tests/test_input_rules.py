@@ -200,3 +200,47 @@ def test_restore_refuses_pending_events_that_go_back_in_time(both_backends: Any)
 
     result = on_both(both_backends, case)
     assert result[0] == "ValueError" and "time never goes backwards" in str(result[1])
+
+
+# -- one schema: what the cores accept is what the event-dict check accepts ---------
+
+NESTED_8: object = 1
+for _ in range(8):
+    NESTED_8 = [NESTED_8]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"ok": 1, "f": 1.5, "s": "x", "n": None, "b": True, "l": [1, [2, ["3"]]]},
+        {"deep": NESTED_8},
+        {"deeper": [NESTED_8]},
+        {"big": 2**63},
+        {"nan": float("nan")},
+        {"inf": float("inf")},
+        {"map": {"a": 1}},
+        {"a": 1, "__truncated__": True},
+        {"__truncated__": True, "a": 1},
+        {"a": 1, "__truncated__": 1},
+    ],
+)
+def test_the_event_dict_check_agrees_with_the_cores(backend: Any, payload: dict[str, Any]) -> None:
+    from ringbus._normalise import event_dict_problems
+
+    data = {
+        "seq": 1,
+        "tick": 0,
+        "day": 0,
+        "kind": "K",
+        "polity_id": None,
+        "ward_id": None,
+        "actor_id": None,
+        "subject_id": None,
+        "payload": payload,
+        "tags": [],
+    }
+    built = outcome(lambda: backend.WorldEvent.from_dict(data))
+    problems = event_dict_problems(data)
+    assert (built[0] == "ok") == (problems == []), (built, problems)
+    if built[0] == "ok":
+        assert event_dict_problems(built[1].to_dict()) == []  # type: ignore[attr-defined]

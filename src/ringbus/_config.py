@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._limits import check_ring_size
-from ._normalise import CLOCK_POLICIES, MAX_PAYLOAD_ITEMS_LIMIT
+from ._normalise import CLOCK_POLICIES, DROP_POLICIES, MAX_PAYLOAD_ITEMS_LIMIT, check_positive
 
 __all__ = [
     "CLOCK_POLICIES",
@@ -27,18 +27,12 @@ ErrorPolicy = Literal["raise", "log", "dead_letter"]
 UnknownDestinationPolicy = Literal["raise", "log", "dead_letter"]
 ClockPolicy = Literal["monotonic", "free"]
 
-DROP_POLICIES = ("DROP_OLDEST", "RAISE")
 UNKNOWN_DESTINATION_POLICIES = ("raise", "log", "dead_letter")
 ERROR_POLICIES = ("raise", "log", "dead_letter")
 
 
 def _positive(name: str, value: object, maximum: int = sys.maxsize) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"EventBusConfig.{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"EventBusConfig.{name} must be >= 1, got {value}")
-    if value > maximum:
-        raise ValueError(f"EventBusConfig.{name} must be <= {maximum}, got {value}")
+    check_positive(f"EventBusConfig.{name}", value, maximum)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,12 @@
-"""Validation and normalisation of event fields, shared by both cores.
+"""The one event schema: what an event and its fields may hold.
 
-The compiled core checks the common case (exact ``str``/``int``/``None`` and a
-plain ``dict`` payload of scalars) in C and calls these functions for
-everything else, so both cores accept, convert and reject exactly the same
-input with exactly the same messages.
+Both cores normalise and check every field with these functions (the
+compiled core checks the common case — exact ``str``/``int``/``None`` and a
+plain ``dict`` payload of scalars — in C, by the same rules, and calls them
+for everything else), so both accept, convert and reject exactly the same
+input with exactly the same messages. The checks of ``to_dict()``-shaped data
+that arrives from outside — transports, the Redis bridge, the journal, the
+viewer — use the same rules through :func:`event_dict_problems`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 
 __all__ = [
     "CLOCK_POLICIES",
+    "DROP_POLICIES",
+    "EVENT_SCHEMA",
     "MAX_CLOCK",
     "MAX_PAYLOAD_INT",
     "MIN_PAYLOAD_INT",
@@ -28,6 +33,7 @@ __all__ = [
     "check_limit",
     "check_positive",
     "event_args_from_dict",
+    "event_dict_problems",
     "freeze_value",
     "jsonify",
     "normalise_payload",
@@ -44,6 +50,8 @@ MAX_PAYLOAD_ITEMS_LIMIT = 64
 MAX_CLOCK = 2**63 - 1
 #: Accepted values of ``clock_policy``: time never goes backwards, or anything goes.
 CLOCK_POLICIES = ("monotonic", "free")
+#: Accepted values of ``drop_policy``: overwrite the oldest event, or refuse the new one.
+DROP_POLICIES = ("DROP_OLDEST", "RAISE")
 #: Payload ints are signed 64-bit integers, like the clock.
 MIN_PAYLOAD_INT = -(2**63)
 MAX_PAYLOAD_INT = 2**63 - 1
@@ -54,9 +62,11 @@ _short.maxother = 60
 
 
 def _describe(value: object) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        # repr() of a huge int is slow, and refused past 4300 digits.
-        return f"<int of {value.bit_length()} bits>"
+    if type(value) is int:
+        # Up to 100 digits in full; past that say how big (repr() of a huge
+        # int is slow, and refused past 4300 digits).
+        bits = value.bit_length()
+        return str(value) if bits <= 332 else f"<int of {bits} bits>"
     return _short.repr(value)
 
 
@@ -103,11 +113,12 @@ def check_positive(name: str, value: object, maximum: int = sys.maxsize) -> int:
     """Return ``value`` as an ``int`` from 1 to ``maximum`` (sizes and bounds)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    if value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
-    return int(value)
+    number = _as_int(value)
+    if number < 1:
+        raise ValueError(f"{name} must be >= 1, got {_describe(number)}")
+    if number > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {_describe(number)}")
+    return number
 
 
 def event_args_from_dict(data: object, fields: tuple[str, ...]) -> tuple[object, ...]:
@@ -289,3 +300,112 @@ def jsonify(value: object) -> object:
     if type(value) is tuple:
         return [jsonify(item) for item in value]
     return value
+
+
+#: JSON Schema (draft 2020-12) of :meth:`WorldEvent.to_dict` output. It states
+#: the shape; :func:`event_dict_problems` also applies what JSON Schema cannot
+#: say (nesting depth, the reserved key).
+EVENT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "ringbus WorldEvent",
+    "type": "object",
+    "required": [
+        "seq",
+        "tick",
+        "day",
+        "kind",
+        "polity_id",
+        "ward_id",
+        "actor_id",
+        "subject_id",
+        "payload",
+        "tags",
+    ],
+    "additionalProperties": False,
+    "properties": {
+        "seq": {"type": "integer", "minimum": 0, "maximum": MAX_CLOCK},
+        "tick": {"type": "integer", "minimum": 0, "maximum": MAX_CLOCK},
+        "day": {"type": "integer", "minimum": 0, "maximum": MAX_CLOCK},
+        "kind": {"type": "string", "minLength": 1},
+        "polity_id": {"type": ["string", "null"]},
+        "ward_id": {"type": ["string", "null"]},
+        "actor_id": {"type": ["string", "null"]},
+        "subject_id": {"type": ["string", "null"]},
+        "payload": {"type": "object", "additionalProperties": {"$ref": "#/$defs/value"}},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "$defs": {
+        "value": {
+            "anyOf": [
+                {"type": ["null", "boolean", "string", "number"]},
+                {"type": "integer", "minimum": MIN_PAYLOAD_INT, "maximum": MAX_PAYLOAD_INT},
+                {"type": "array", "items": {"$ref": "#/$defs/value"}},
+            ]
+        }
+    },
+}
+
+_ID_FIELDS = ("polity_id", "ward_id", "actor_id", "subject_id")
+
+
+def event_dict_problems(data: object) -> list[str]:
+    """Check ``to_dict()``-shaped data by the rules of :data:`EVENT_SCHEMA`.
+
+    The same rules as an event built by either core: counts are signed
+    64-bit and not negative, payload values are what :func:`freeze_value`
+    accepts (64-bit ints, finite floats, nesting up to :data:`MAX_NESTING`),
+    the marker key only as the last pair.
+
+    Parameters
+    ----------
+    data
+        What :meth:`WorldEvent.to_dict` returns, or a decoded JSON object.
+
+    Returns
+    -------
+    list of str
+        The problems, each naming its field; empty when ``data`` is valid.
+    """
+    if not isinstance(data, dict):
+        return [f"event must be a JSON object, got {type(data).__name__}"]
+    problems: list[str] = []
+    fields = EVENT_SCHEMA["required"]
+    missing = [name for name in fields if name not in data]
+    if missing:
+        problems.append(f"missing fields: {', '.join(missing)}")
+    extra = sorted(str(key) for key in data if key not in fields)
+    if extra:
+        problems.append(f"unknown fields: {', '.join(extra)}")
+    for name in ("seq", "tick", "day"):
+        if name in data:
+            value = data[name]
+            if isinstance(value, bool) or type(value) is not int or not 0 <= value <= MAX_CLOCK:
+                problems.append(f"{name} must be an int >= 0 (below 2**63), got {_describe(value)}")
+    if "kind" in data and (not isinstance(data["kind"], str) or not data["kind"]):
+        problems.append(f"kind must be a non-empty str, got {_describe(data['kind'])}")
+    for name in _ID_FIELDS:
+        if name in data and data[name] is not None and not isinstance(data[name], str):
+            problems.append(f"{name} must be a str or null, got {type(data[name]).__name__}")
+    payload = data.get("payload", {})
+    if not isinstance(payload, dict):
+        problems.append(f"payload must be an object, got {type(payload).__name__}")
+    else:
+        for key, value in payload.items():
+            if not isinstance(key, str):
+                problems.append(f"payload key {_describe(key)} is not a str")
+                continue
+            try:
+                freeze_value(key, value)
+            except (TypeError, ValueError) as error:
+                problems.append(f"payload value of {key!r} is not valid: {error}")
+        if TRUNCATED_KEY in payload:
+            keys = list(payload)
+            if keys[-1] != TRUNCATED_KEY or payload[TRUNCATED_KEY] is not True:
+                problems.append(
+                    f"payload key {TRUNCATED_KEY!r} is reserved for the truncation marker "
+                    "(the last pair, with the value true)"
+                )
+    tags = data.get("tags", [])
+    if not isinstance(tags, list | tuple) or not all(isinstance(tag, str) for tag in tags):
+        problems.append("tags must be a list of str")
+    return problems

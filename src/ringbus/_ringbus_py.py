@@ -26,6 +26,7 @@ from ._errors import (
 from ._limits import ROUTE_CACHE_LIMIT, check_ring_size
 from ._normalise import (
     CLOCK_POLICIES,
+    DROP_POLICIES,
     MAX_PAYLOAD_ITEMS_LIMIT,
     check_clock,
     check_id,
@@ -53,8 +54,6 @@ FIELDS = (
     "payload",
     "tags",
 )
-#: Accepted values of ``drop_policy``.
-DROP_POLICIES = ("DROP_OLDEST", "RAISE")
 
 Payload = tuple[tuple[str, Any], ...]
 Route = tuple[tuple[Callable[[Any], object], object], ...]

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any, Self
 
-from ._backend import FIELDS
+from ._normalise import EVENT_SCHEMA, event_dict_problems
 
 __all__ = [
     "EVENT_SCHEMA",
@@ -48,82 +48,8 @@ __all__ = [
 
 logger = logging.getLogger("ringbus.transports")
 
-#: JSON Schema (draft 2020-12) of :meth:`WorldEvent.to_dict` output.
-EVENT_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "ringbus WorldEvent",
-    "type": "object",
-    "required": list(FIELDS),
-    "additionalProperties": False,
-    "properties": {
-        "seq": {"type": "integer", "minimum": 0},
-        "tick": {"type": "integer", "minimum": 0},
-        "day": {"type": "integer", "minimum": 0},
-        "kind": {"type": "string", "minLength": 1},
-        "polity_id": {"type": ["string", "null"]},
-        "ward_id": {"type": ["string", "null"]},
-        "actor_id": {"type": ["string", "null"]},
-        "subject_id": {"type": ["string", "null"]},
-        "payload": {"type": "object"},
-        "tags": {"type": "array", "items": {"type": "string"}},
-    },
-}
-
-_ID_FIELDS = ("polity_id", "ward_id", "actor_id", "subject_id")
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _json_value_ok(value: object) -> bool:
-    if value is None or isinstance(value, bool | int | str):
-        return True
-    if isinstance(value, float):
-        return value == value and value not in (float("inf"), float("-inf"))
-    if isinstance(value, list | tuple):
-        return all(_json_value_ok(item) for item in value)
-    return False
-
-
-def validate_event_dict(data: object) -> list[str]:
-    """Check ``data`` against :data:`EVENT_SCHEMA`; return the problems (empty: valid).
-
-    Parameters
-    ----------
-    data
-        What :meth:`WorldEvent.to_dict` returns, or a decoded JSON object.
-    """
-    if not isinstance(data, dict):
-        return [f"event must be a JSON object, got {type(data).__name__}"]
-    problems: list[str] = []
-    missing = [name for name in FIELDS if name not in data]
-    if missing:
-        problems.append(f"missing fields: {', '.join(missing)}")
-    extra = sorted(str(key) for key in data if key not in FIELDS)
-    if extra:
-        problems.append(f"unknown fields: {', '.join(extra)}")
-    for name in ("seq", "tick", "day"):
-        if name in data and not _is_count(data[name]):
-            problems.append(f"{name} must be an int >= 0, got {data[name]!r}")
-    if "kind" in data and (not isinstance(data["kind"], str) or not data["kind"]):
-        problems.append(f"kind must be a non-empty str, got {data['kind']!r}")
-    for name in _ID_FIELDS:
-        if name in data and data[name] is not None and not isinstance(data[name], str):
-            problems.append(f"{name} must be a str or null, got {type(data[name]).__name__}")
-    payload = data.get("payload", {})
-    if not isinstance(payload, dict):
-        problems.append(f"payload must be an object, got {type(payload).__name__}")
-    else:
-        for key, value in payload.items():
-            if not isinstance(key, str):
-                problems.append(f"payload key {key!r} is not a str")
-            elif not _json_value_ok(value):
-                problems.append(f"payload value of {key!r} is not a JSON scalar or list")
-    tags = data.get("tags", [])
-    if not isinstance(tags, list | tuple) or not all(isinstance(tag, str) for tag in tags):
-        problems.append("tags must be a list of str")
-    return problems
+#: The event schema (see :mod:`ringbus._normalise`): what every transport checks.
+validate_event_dict = event_dict_problems
 
 
 Record = dict[str, Any]
