@@ -16,18 +16,12 @@ when ``CI`` is set (``.ci/run`` sets it), except Cython under
 from __future__ import annotations
 
 import importlib.util
-import os
 from types import ModuleType
 
 import pytest
 
-from bench_support import PEER_PACKAGES
+from bench_support import PEER_PACKAGES, in_ci
 from ringbus._switch import extensions_disabled
-
-
-def in_ci() -> bool:
-    """``CI`` is set to anything but an off word (``.ci/run`` exports ``CI=1``)."""
-    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no", "off"}
 
 
 def _missing(reason: str) -> None:

@@ -55,6 +55,10 @@ SAMPLE_EVENTS = 2000
 #: every bus is measured in its steady state, overwriting a full ring (a ring
 #: still filling allocates where a full one reuses, and is not what runs).
 WARMUP_EVENTS = 60_000
+#: The thread's CPU time, not wall time: on a shared machine a long sample (the
+#: pure twin's) is preempted far more often than a short one (the compiled
+#: core's), which would skew wall-time ratios by the machine's load.
+CLOCK = time.thread_time_ns
 
 
 class MissingPart(Exception):
@@ -69,6 +73,7 @@ class Context:
     core: ModuleType
     floor: ModuleType | None = None
     floor_note: str = ""
+    warmup_events: int = WARMUP_EVENTS
 
 
 @dataclass
@@ -182,7 +187,7 @@ def timed_ticks(runner: Runner, ran: list[int]) -> Callable[[], float]:
     """A sampler: ns per event over ``SAMPLE_EVENTS`` events of ``runner``."""
     ticks = max(1, SAMPLE_EVENTS // runner.scenario.events_per_tick)
     events = ticks * runner.scenario.events_per_tick
-    clock = time.perf_counter_ns
+    clock = CLOCK
     run = runner.run
 
     def sample() -> float:
@@ -195,10 +200,10 @@ def timed_ticks(runner: Runner, ran: list[int]) -> Callable[[], float]:
     return sample
 
 
-def warm_up(samplers: dict[str, Callable[[], float]]) -> None:
-    """Run every sampler past ``WARMUP_EVENTS`` events, untimed."""
+def warm_up(samplers: dict[str, Callable[[], float]], events: int) -> None:
+    """Run every sampler past ``events`` events, untimed."""
     for sampler in samplers.values():
-        for _ in range(WARMUP_EVENTS // SAMPLE_EVENTS + 1):
+        for _ in range(events // SAMPLE_EVENTS + 1):
             sampler()
 
 
@@ -207,7 +212,7 @@ def ratio(ctx: Context, case: str, a: str, b: str) -> Trial:
     runners = {a: _runner(a, case, ctx), b: _runner(b, case, ctx)}
     ran = {name: [0] for name in runners}
     samplers = {name: timed_ticks(runner, ran[name]) for name, runner in runners.items()}
-    warm_up(samplers)
+    warm_up(samplers, ctx.warmup_events)
 
     def verify() -> None:
         for name, runner in runners.items():
@@ -226,7 +231,7 @@ def disabled_publish(ctx: Context, case: str) -> Trial:
         return 0
 
     empty = empty_publish if case == "same-signature" else bare
-    clock = time.perf_counter_ns
+    clock = CLOCK
 
     def call(function: Callable[..., int]) -> Callable[[], float]:
         def sample() -> float:
@@ -276,7 +281,7 @@ def ring_sizes(ctx: Context, case: str) -> Trial:
         def sample(bus: Any = bus, state: dict[str, int] = state, batch: Any = batch) -> float:
             publish, drain, set_clock = bus.publish, bus.drain, bus.set_clock
             tick = state["tick"]
-            start = time.perf_counter_ns()
+            start = CLOCK()
             for _ in range(SAMPLE_EVENTS // 100):
                 tick += 1
                 set_clock(tick, tick // 100)
@@ -284,7 +289,7 @@ def ring_sizes(ctx: Context, case: str) -> Trial:
                     publish(kind, payload=payload)
                 drain()
             state["tick"] = tick
-            return (time.perf_counter_ns() - start) / SAMPLE_EVENTS
+            return (CLOCK() - start) / SAMPLE_EVENTS
 
         samplers[name] = sample
 
@@ -309,7 +314,7 @@ def idle_subscribers(ctx: Context, case: str) -> Trial:
         "S3 + 100 idle": timed_ticks(idle, ran["idle"]),
         "S3": timed_ticks(plain, ran["plain"]),
     }
-    warm_up(samplers)
+    warm_up(samplers, ctx.warmup_events)
 
     def verify() -> None:
         check_deliveries(idle, ran["idle"][0])
@@ -407,7 +412,7 @@ def print_row(result: Result) -> None:
     )
 
 
-def context(core_name: str, targets: Sequence[Target]) -> Context:
+def context(core_name: str, targets: Sequence[Target], warmup_events: int) -> Context:
     if core_name == "cython":
         core = compiled_core()
         if core is None:
@@ -417,7 +422,7 @@ def context(core_name: str, targets: Sequence[Target]) -> Context:
             )
     else:
         from ringbus import _ringbus_py as core
-    ctx = Context(core_name, core)
+    ctx = Context(core_name, core, warmup_events=warmup_events)
     if any("floor" in t.args for t in targets):
         ctx.floor, ctx.floor_note = build_floor()
     return ctx
@@ -456,6 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=None, help="rounds of every check")
     parser.add_argument("--samples", type=int, default=None, help="samples per round")
+    parser.add_argument(
+        "--warmup-events",
+        type=int,
+        default=WARMUP_EVENTS,
+        help=f"untimed events before sampling (default {WARMUP_EVENTS:,})",
+    )
     parser.add_argument("--list", action="store_true", help="print the target table and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -469,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = [t for t in TARGETS if not keys or t.key in keys]
     started = time.monotonic()
     try:
-        ctx = context(args.core, targets)
+        ctx = context(args.core, targets, args.warmup_events)
         for line in environment_lines():
             print(line)
         print(

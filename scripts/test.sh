@@ -77,5 +77,6 @@ step "performance gate: every target of benchmarks/perf_targets.py, ratios in on
 
 step "performance gate: instruction counts against the committed baseline"
 "$CY" benchmarks/callgrind_gate.py
+"$CY" benchmarks/callgrind_gate.py --core python
 
 step "all checks passed"
