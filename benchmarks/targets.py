@@ -61,6 +61,15 @@ WARMUP_EVENTS = 60_000
 CLOCK = time.thread_time_ns
 
 
+#: Implementations that are other packages, and the package each needs.
+PEERS = {
+    "psygnal emit_fast": "psygnal",
+    "psygnal emit": "psygnal",
+    "pyee": "pyee",
+    "blinker": "blinker",
+}
+
+
 class MissingPart(Exception):
     """Something the gate needs is not installed or not built."""
 
@@ -118,7 +127,7 @@ class Result:
     def verdict(self) -> str:
         t = self.target
         return (
-            f"{t.key}{' ' + self.case if self.case else ''} ({t.title}): "
+            f"{self.name()} ({t.title}): "
             f"{t.format(self.figure)}, promise {t.promise()}, over {len(self.figures)} rounds"
         )
 
@@ -176,8 +185,9 @@ def _runner(name: str, scenario: str, ctx: Context) -> Runner:
         name = "ringbus pure"  # the twin presented as the compiled core
     if name == "floor" and ctx.floor is None:
         raise MissingPart(f"the floor could not be built: {ctx.floor_note}")
-    if name.startswith("psygnal") and importlib.util.find_spec("psygnal") is None:
-        raise MissingPart("psygnal is not installed (pip install 'ringbus[bench]')")
+    package = PEERS.get(name)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise MissingPart(f"{package} is not installed (pip install 'ringbus[bench]')")
     return make_runner(
         name, scenario, floor=ctx.floor, batch=make_batch(SCENARIOS[scenario].events_per_tick)
     )
