@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +19,11 @@ PEER_PACKAGES = {
     "pyee": "pyee",
     "blinker": "blinker",
 }
+
+
+def in_ci() -> bool:
+    """``CI`` is set to anything but an off word (``.ci/run`` exports ``CI=1``)."""
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no", "off"}
 
 
 def implementation_params() -> list[Any]:
