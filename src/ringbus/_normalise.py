@@ -89,9 +89,10 @@ def _refuse_unordered(what: str, value: object) -> None:
 
 def check_kind(kind: object) -> str:
     """Return ``kind`` as a plain ``str`` or raise naming what was wrong."""
-    if not isinstance(kind, str):
-        raise TypeError(f"kind must be a str, got {type(kind).__name__}")
-    kind = _as_str(kind)
+    if type(kind) is not str:
+        if not isinstance(kind, str):
+            raise TypeError(f"kind must be a str, got {type(kind).__name__}")
+        kind = _as_str(kind)
     if not kind:
         raise ValueError("kind must be a non-empty string")
     return kind
@@ -99,9 +100,12 @@ def check_kind(kind: object) -> str:
 
 def check_clock(name: str, value: object) -> int:
     """Return a non-negative 64-bit ``int`` (``seq``, ``tick``, ``day``)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if type(value) is int:
+        number = value
+    elif isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    number = _as_int(value)
+    else:
+        number = _as_int(value)
     if number < 0:
         raise ValueError(f"{name} must be >= 0, got {_describe(number)}")
     if number > MAX_CLOCK:
@@ -143,8 +147,8 @@ def check_limit(limit: object) -> int | None:
 
 def check_id(name: str, value: object) -> str | None:
     """Return an id field (``polity_id``, ``ward_id``, ...) as ``str`` or ``None``."""
-    if value is None:
-        return None
+    if value is None or type(value) is str:
+        return value
     if isinstance(value, str):
         return _as_str(value)
     raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
@@ -173,6 +177,8 @@ def freeze_value(key: str, value: object, depth: int = 0) -> object:
     if value is None or kind is str or kind is bool:
         return value
     if kind is int:
+        if MIN_PAYLOAD_INT <= value <= MAX_PAYLOAD_INT:  # type: ignore[operator]
+            return value
         return _check_int(key, value)  # type: ignore[arg-type]
     if kind is float:
         if not math.isfinite(value):  # type: ignore[arg-type]

@@ -199,7 +199,8 @@ class WorldEvent:
         return cls(*event_args_from_dict(data, FIELDS))  # type: ignore[arg-type]
 
 
-def _make_event(
+def _fill_event(
+    event: WorldEvent,
     seq: int,
     tick: int,
     day: int,
@@ -210,9 +211,8 @@ def _make_event(
     subject_id: str | None,
     payload: Payload,
     tags: tuple[str, ...],
-) -> WorldEvent:
-    """Build an event from already validated fields (no checks)."""
-    event = _new(WorldEvent)
+) -> None:
+    """Set every field of a new, empty event from already validated values (no checks)."""
     _set(event, "seq", seq)
     _set(event, "tick", tick)
     _set(event, "day", day)
@@ -223,7 +223,6 @@ def _make_event(
     _set(event, "subject_id", subject_id)
     _set(event, "payload", payload)
     _set(event, "tags", tags)
-    return event
 
 
 class RingCore:
@@ -411,16 +410,25 @@ class RingCore:
         subject_id = check_id("subject_id", subject_id)
         pairs = normalise_payload(payload, self._max_payload_items)
         tag_tuple = normalise_tags(tags)
-        # Built before it is numbered: the allocation may run the cyclic GC,
-        # and a finalizer that publishes must not take a seq in between.
-        event = _make_event(
-            0, 0, 0, kind, polity_id, ward_id, actor_id, subject_id, pairs, tag_tuple
-        )
+        # Allocated before anything is decided: the allocation may run the
+        # cyclic GC, and a finalizer that publishes must not take a seq (or
+        # move the clock) in between.
+        event = _new(WorldEvent)
         self._admit(tick_value, day_value)
         self._seq += 1
-        _set(event, "seq", self._seq)
-        _set(event, "tick", self._tick if tick_value < 0 else tick_value)
-        _set(event, "day", self._day if day_value < 0 else day_value)
+        _fill_event(
+            event,
+            self._seq,
+            self._tick if tick_value < 0 else tick_value,
+            self._day if day_value < 0 else day_value,
+            kind,
+            polity_id,
+            ward_id,
+            actor_id,
+            subject_id,
+            pairs,
+            tag_tuple,
+        )
         self._store(event)
         return self._seq
 
