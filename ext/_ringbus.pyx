@@ -38,6 +38,7 @@ from ringbus._limits import ROUTE_CACHE_LIMIT, check_ring_size
 from ringbus._normalise import (
     CLOCK_POLICIES,
     DROP_POLICIES,
+    FIELDS,
     MAX_PAYLOAD_ITEMS_LIMIT,
     TRUNCATED_KEY,
     check_clock,
@@ -109,18 +110,6 @@ cdef extern from *:
 
 __all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEvent"]
 
-FIELDS = (
-    "seq",
-    "tick",
-    "day",
-    "kind",
-    "polity_id",
-    "ward_id",
-    "actor_id",
-    "subject_id",
-    "payload",
-    "tags",
-)
 
 # Per-slot layout: four 64-bit ints in _meta, then object pointers in _objs.
 cdef enum:

@@ -21,6 +21,7 @@ __all__ = [
     "CLOCK_POLICIES",
     "DROP_POLICIES",
     "EVENT_SCHEMA",
+    "FIELDS",
     "MAX_CLOCK",
     "MAX_PAYLOAD_INT",
     "MIN_PAYLOAD_INT",
@@ -40,6 +41,19 @@ __all__ = [
     "normalise_tags",
 ]
 
+#: The fields of a ``WorldEvent``, in order (and the keys of its ``to_dict()``).
+FIELDS = (
+    "seq",
+    "tick",
+    "day",
+    "kind",
+    "polity_id",
+    "ward_id",
+    "actor_id",
+    "subject_id",
+    "payload",
+    "tags",
+)
 #: Key of the marker pair that ends a truncated payload.
 TRUNCATED_KEY = "__truncated__"
 #: How deep lists/tuples may nest inside a payload value.
@@ -315,18 +329,7 @@ EVENT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "ringbus WorldEvent",
     "type": "object",
-    "required": [
-        "seq",
-        "tick",
-        "day",
-        "kind",
-        "polity_id",
-        "ward_id",
-        "actor_id",
-        "subject_id",
-        "payload",
-        "tags",
-    ],
+    "required": list(FIELDS),
     "additionalProperties": False,
     "properties": {
         "seq": {"type": "integer", "minimum": 0, "maximum": MAX_CLOCK},
@@ -375,7 +378,7 @@ def event_dict_problems(data: object) -> list[str]:
     if not isinstance(data, dict):
         return [f"event must be a JSON object, got {type(data).__name__}"]
     problems: list[str] = []
-    fields = EVENT_SCHEMA["required"]
+    fields = FIELDS
     missing = [name for name in fields if name not in data]
     if missing:
         problems.append(f"missing fields: {', '.join(missing)}")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ._deliveries import DeliveryTracker, TrackedHandler
 from ._groups import Group, GroupDispatch, GroupKey, check_group_key
 from ._selectors import KindSelector
+from ._state import SnapshotPart
 
 if TYPE_CHECKING:
     from ._backend import WorldEvent
@@ -111,7 +112,7 @@ def _check_priority(priority: object) -> int:
     return priority
 
 
-class Registry:
+class Registry(SnapshotPart):
     """Subscriptions in subscription order, and the routes they make."""
 
     def __init__(self) -> None:
@@ -239,21 +240,8 @@ class Registry:
         turns = {name: group.turn for name, group in sorted(self._groups.items()) if group.turn}
         return {"group_turns": turns} if turns else {}
 
-    def load_state(self, state: Any) -> None:
-        """Restore what :meth:`to_state` returned (all of it, or nothing on error)."""
-        self.prepare_load(state)()
-
     def prepare_load(self, state: Any) -> Callable[[], None]:
-        """Check what :meth:`to_state` returned and return what restores it.
-
-        Nothing changes until the returned function is called, and that
-        function cannot fail.
-
-        Raises
-        ------
-        ValueError
-            The state is malformed.
-        """
+        """Check what :meth:`to_state` returned; return what loads it (cannot fail)."""
         turns = state.get("group_turns", {}) if isinstance(state, dict) else None
         if not isinstance(turns, dict):
             raise ValueError("snapshot 'routing' must be a dict with a 'group_turns' dict")

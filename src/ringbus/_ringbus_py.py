@@ -27,6 +27,7 @@ from ._limits import ROUTE_CACHE_LIMIT, check_ring_size
 from ._normalise import (
     CLOCK_POLICIES,
     DROP_POLICIES,
+    FIELDS,
     MAX_PAYLOAD_ITEMS_LIMIT,
     check_clock,
     check_id,
@@ -41,19 +42,6 @@ from ._normalise import (
 
 __all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEvent"]
 
-#: The fields of :class:`WorldEvent`, in order.
-FIELDS = (
-    "seq",
-    "tick",
-    "day",
-    "kind",
-    "polity_id",
-    "ward_id",
-    "actor_id",
-    "subject_id",
-    "payload",
-    "tags",
-)
 
 Payload = tuple[tuple[str, Any], ...]
 Route = tuple[tuple[Callable[[Any], object], object], ...]

@@ -12,6 +12,8 @@ import heapq
 from collections.abc import Callable
 from typing import Any
 
+from ._state import SnapshotPart
+
 __all__ = ["SCHEDULE_FIELDS", "Schedule", "ScheduledEvent"]
 
 #: Keyword fields :meth:`ringbus.EventBus.schedule` accepts besides tick and kind.
@@ -21,7 +23,7 @@ SCHEDULE_FIELDS = ("polity_id", "ward_id", "actor_id", "subject_id", "payload", 
 ScheduledEvent = tuple[int, int, str, dict[str, Any]]
 
 
-class Schedule:
+class Schedule(SnapshotPart):
     """A priority queue of scheduled events, ordered by ``(at_tick, order)``.
 
     ``order`` is a counter of scheduling calls, so two events due at the same
@@ -73,21 +75,8 @@ class Schedule:
             ],
         }
 
-    def load_state(self, state: object) -> None:
-        """Replace the queue with what :meth:`to_state` returned (all of it, or nothing)."""
-        self.prepare_load(state)()
-
     def prepare_load(self, state: object) -> Callable[[], None]:
-        """Check what :meth:`to_state` returned and return what loads it.
-
-        Nothing changes until the returned function is called, and that
-        function cannot fail.
-
-        Raises
-        ------
-        ValueError
-            The state is malformed.
-        """
+        """Check what :meth:`to_state` returned; return what loads it (cannot fail)."""
         if not isinstance(state, dict) or not isinstance(state.get("entries"), list):
             raise ValueError("snapshot 'scheduled' must be a dict with an 'entries' list")
         heap: list[ScheduledEvent] = []
