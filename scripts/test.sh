@@ -56,6 +56,9 @@ import ringbus, sys
 assert ringbus.BACKEND == 'cython', ringbus.BACKEND
 assert 'site-packages' in ringbus.__file__, ringbus.__file__
 print('installed', ringbus.__version__, ringbus.BACKEND, ringbus.__file__)")
+# The extension's stub against the built extension, as installed.
+"$WORK/cython/bin/pip" install "${PIP_FLAGS[@]}" "mypy==2.4.1"
+(cd / && "$CY" -m mypy.stubtest ringbus._ringbus)
 "$CY" -m pytest tests benchmarks --benchmark-disable -q
 
 step "pure-Python wheel (RINGBUS_NO_EXTENSIONS=1) in a clean venv"
