@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# cython: initializedcheck=False, embedsignature=True, binding=False
+# cython: initializedcheck=False, embedsignature=True, embedsignature.format=clinic
+# cython: binding=False
 """Compiled core of ringbus: the ring, the seq counter, the pending queue and
 the drain loop, plus the ``WorldEvent`` record.
 
@@ -557,7 +558,7 @@ cdef class RingCore:
 
     Handlers come from per-kind routes: ``_routes`` maps a kind to a tuple of
     ``(handler, subscription)`` entries; a kind not in it is looked up once
-    through :meth:`_resolve_route`. It holds at most ``ROUTE_CACHE_LIMIT``
+    through :meth:`_resolve_route`. It holds at most :data:`ROUTE_CACHE_LIMIT`
     kinds: caching one more starts it afresh.
     """
 
@@ -702,7 +703,23 @@ cdef class RingCore:
         return self._day
 
     def set_clock(self, tick, day=None):
-        """Set the bus clock (once per tick, from the sim loop)."""
+        """Set the bus clock (once per tick, from the sim loop).
+
+        Time never goes backwards: neither ``tick`` nor ``day`` may be lower
+        than the clock's.
+
+        Parameters
+        ----------
+        tick
+            The current tick.
+        day
+            The current day; ``None`` keeps the current one.
+
+        Raises
+        ------
+        ValueError
+            ``tick`` or ``day`` is before the clock's.
+        """
         cdef long long tick_value = _clock_arg("tick", tick)
         cdef long long day_value = self._day if day is None else _clock_arg("day", day)
         if self._monotonic and tick_value < self._tick:
@@ -726,7 +743,35 @@ cdef class RingCore:
         payload=None,
         tags=(),
     ):
-        """Accept one event and return its seq (``0`` when the bus is disabled)."""
+        """Accept one event and return its seq (``0`` when the bus is disabled).
+
+        Parameters
+        ----------
+        kind
+            What happened (see :mod:`ringbus.kinds`).
+        tick, day
+            Sim clock; ``None`` takes the bus clock. Never before the
+            clock's (time never goes backwards); a later one moves the
+            clock forward to it.
+        polity_id, ward_id, actor_id, subject_id
+            Who and where, ``str`` or ``None``.
+        payload
+            A dict, an iterable of ``(key, value)`` pairs, or ``None``.
+            More than ``max_payload_items`` pairs are cut to exactly that
+            many, the last being ``("__truncated__", True)``.
+        tags
+            An iterable of ``str``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A field is of the wrong type or value, or ``tick``/``day`` is
+            before the clock's; the message names it.
+        PendingOverflowError
+            ``max_pending`` events are already waiting for :meth:`drain`.
+        RingFullError
+            The ring is full and ``drop_policy`` is ``"RAISE"``.
+        """
         # Reached through the generic argument parser only when _publish_fastcall
         # meets a call it does not handle itself (see the end of this module).
         return self._publish(
@@ -785,7 +830,12 @@ cdef class RingCore:
         )
 
     def ingest(self, event):
-        """Accept an already built event, keeping its seq (replay, restore)."""
+        """Accept an already built event, keeping its seq (replay, restore).
+
+        The event's seq must be greater than :meth:`latest_seq`; gaps are
+        allowed (a journal may hold only some kinds). Returns the seq, or
+        ``0`` when the bus is disabled.
+        """
         cdef PyObject* flat[MAX_FLAT]
         cdef WorldEvent built
         cdef Py_ssize_t i, count
@@ -1138,7 +1188,10 @@ cdef class RingCore:
         return ()
 
     def _on_undeliverable(self, event, destination):
-        """Called for a direct event nobody takes; a returned exception is raised after the drain."""
+        """Called for a direct event nobody takes.
+
+        An exception returned is raised after the drain, with the handler errors.
+        """
         return None
 
     cdef inline long long _oldest_pos(self) noexcept:
@@ -1225,7 +1278,24 @@ cdef class RingCore:
         raise AssertionError(f"pending event seq {seq} is missing")  # cannot happen
 
     def drain(self, max_rounds=None):
-        """Dispatch the pending events, in seq order; return how many."""
+        """Dispatch the pending events, in seq order; return how many.
+
+        Each event goes to each matching subscriber in subscription order.
+        Events published by handlers wait for the next drain, or, when
+        ``max_rounds`` (default: the configured ``cascade_rounds``) is above
+        one, for the next round of this drain.
+
+        Raises
+        ------
+        ExceptionGroup
+            One or more handlers raised and the error policy says to raise:
+            raised once every event has been delivered to every subscriber.
+        CascadeLimitError
+            Handlers were still publishing after ``max_rounds`` rounds; their
+            events stay pending.
+        RuntimeError
+            ``drain()`` was called from inside a handler.
+        """
         cdef Py_ssize_t rounds = (
             self._cascade_rounds if max_rounds is None
             else check_positive("max_rounds", max_rounds)
@@ -1328,7 +1398,17 @@ cdef class RingCore:
 
     # -- reading -------------------------------------------------------
     def get_since(self, seq, kinds=None, limit=None):
-        """Return retained events with ``.seq > seq``, oldest first."""
+        """Return retained events with ``.seq > seq``, oldest first.
+
+        Parameters
+        ----------
+        seq
+            Return only events after this seq (0: everything retained).
+        kinds
+            If given, only events whose kind is ``in kinds``.
+        limit
+            At most this many events (the oldest of those that match).
+        """
         cdef long long since = _clock_arg("seq", seq)
         cdef object cap = check_limit(limit)
         cdef Py_ssize_t wanted = -1 if cap is None else <Py_ssize_t>min(cap, 1 << 62)
@@ -1387,7 +1467,7 @@ cdef class RingCore:
         return self._pending_count()
 
     def pending_events(self):
-        """The events waiting for :meth:`drain`, oldest first."""
+        """The events waiting for :meth:`drain`, in seq order."""
         # Allocated (and so any collection run) before the bus is looked at.
         cdef list out = []
         cdef long long position
@@ -1408,7 +1488,12 @@ cdef class RingCore:
         return min(self._pos, <long long>self._max_events)
 
     def stats(self):
-        """Counters: published, dispatched, delivered, handler_errors, overwritten, pending, retained."""
+        """Counters of the bus.
+
+        ``published``, ``dispatched`` (events drained), ``delivered`` (handler
+        calls that returned), ``handler_errors``, ``overwritten``, ``pending``
+        and ``retained``.
+        """
         return {
             "published": self._published,
             "dispatched": self._dispatched,
@@ -1522,11 +1607,13 @@ cdef _MethodDef _publish_method
 _publish_method.ml_name = "publish"
 _publish_method.ml_meth = <void*>_publish_fastcall
 _publish_method.ml_flags = METH_FASTCALL | METH_KEYWORDS
-_publish_method.ml_doc = (
-    b"publish($self, /, kind, tick=None, day=None, *, polity_id=None, ward_id=None, "
-    b"actor_id=None, subject_id=None, payload=None, tags=())\n--\n\n"
-    b"Accept one event and return its seq (``0`` when the bus is disabled)."
-)
+# The same text as the generic method's (and so the twin's) docstring.
+cdef bytes _publish_doc = (
+    "publish($self, /, kind, tick=None, day=None, *, polity_id=None, ward_id=None, "
+    "actor_id=None, subject_id=None, payload=None, tags=())\n--\n\n"
+    + _generic_publish.__doc__
+).encode()
+_publish_method.ml_doc = _publish_doc
 PyDict_SetItem(
     <object>(<_TypeDict*>RingCore).tp_dict,
     "publish",

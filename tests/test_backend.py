@@ -81,3 +81,28 @@ def test_every_module_imports_cleanly_isolated(switch: str) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.c_extension
+def test_both_cores_carry_the_same_docstrings() -> None:
+    import inspect
+
+    import ringbus._ringbus as compiled
+    import ringbus._ringbus_py as twin
+
+    for name in ("RingCore", "WorldEvent"):
+        ours, theirs = getattr(compiled, name), getattr(twin, name)
+        assert inspect.getdoc(ours) == inspect.getdoc(theirs), name
+        public = {n for n in dir(theirs) if not n.startswith("_")}
+        assert public <= set(dir(ours)), public - set(dir(ours))
+        for attribute in sorted(public):
+            doc = inspect.getdoc(getattr(theirs, attribute))
+            assert inspect.getdoc(getattr(ours, attribute)) == doc, f"{name}.{attribute}"
+
+    # help(EventBus.publish) reads the same whichever core is built
+    def shape(function: object) -> list[tuple[str, object, object]]:
+        parameters = list(inspect.signature(function).parameters.values())[1:]  # type: ignore[arg-type]
+        return [(p.name, p.kind, p.default) for p in parameters]
+
+    assert shape(compiled.RingCore.publish) == shape(twin.RingCore.publish)
+    assert shape(compiled.RingCore.drain) == shape(twin.RingCore.drain)
