@@ -84,6 +84,9 @@ class Journal:
     checkpoint_every
         Events between two checkpoint lines (``0``: only at day ends and on
         close). ``None``: the resumed file's setting, or 1000 for a new file.
+    checkpoint_on_day
+        Also write a checkpoint at the end of every drain in which the day
+        changed or a ``DAY_ROLLOVER`` event was journaled.
     signing_key
         An Ed25519 private key (PEM file path, PEM bytes or a
         :class:`~ringbus.journal.SigningKey`): checkpoints and the seal are
@@ -125,6 +128,7 @@ class Journal:
         fsync: str = "close",
         truncate_torn_tail: bool = True,
         checkpoint_every: int | None = None,
+        checkpoint_on_day: bool = True,
         signing_key: str | os.PathLike[str] | bytes | SigningKey | None = None,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
@@ -147,6 +151,7 @@ class Journal:
         self.chained = chained
         self.fsync = fsync
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_on_day = bool(checkpoint_on_day)
         self._selector = None if kinds is None else KindSelector(kinds)
         self.kinds: list[str] | None = (
             None if self._selector is None else list(self._selector.selectors)
@@ -254,7 +259,10 @@ class Journal:
             self.last_hash = genesis_hash(self._header) if self.chained else ""
             return
         first = os.pread(self._fd, min(self._size, 65536), 0).split(b"\n", 1)[0]
-        header = _parse(first, self.path, "first line")
+        try:
+            header = _parse(first, self.path, "first line")
+        except JournalError:
+            header = {}
         if header.get("format") not in (CHAINED_FORMAT, UNCHAINED_FORMAT):
             raise JournalError(
                 f"{self.path}: not a ringbus journal (the first line is not a "
@@ -451,7 +459,9 @@ class Journal:
         self.events += 1
         self.appended += 1
         self._since_mark += 1
-        if kind == DAY_ROLLOVER or (self._mark_day is not None and day != self._mark_day):
+        if self.checkpoint_on_day and (
+            kind == DAY_ROLLOVER or (self._mark_day is not None and day != self._mark_day)
+        ):
             self._day_ended = True
         if self._mark_day is None:
             self._mark_day = day
