@@ -405,6 +405,15 @@ def _verify(
             add(JournalProblem(number, "malformed", f"not a journal event: {fault}"))
             prev = None
             continue
+        if not chained and "hash" in record:
+            add(
+                JournalProblem(
+                    number,
+                    "header",
+                    "a chain hash in an unchained journal: the header was edited to turn "
+                    "the chain off",
+                )
+            )
         seq, tick, day = record["seq"], record["tick"], record["day"]
         report.events += 1
         report.sealed = False
