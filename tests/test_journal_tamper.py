@@ -304,6 +304,17 @@ def test_keygen_cli_and_signing_from_the_demo(
     assert ringbus_main(["journal", "keygen", str(key)]) == 0
     assert "public key" in capsys.readouterr().out
     assert ringbus_main(["journal", "keygen", str(key)]) == 2  # never overwrites a key
+    run = tmp_path / "demo.jsonl"
+    argv = ["demo", "--days", "2", "--quiet", "--journal", str(run), "--sign-key", str(key)]
+    assert ringbus_main(argv) == 0
+    capsys.readouterr()
+    public = f"{key}.pub"
+    assert ringbus_main(["journal", "verify", "--public-key", public, str(run)]) == 0
+    assert "OK: sealed and intact" in capsys.readouterr().out
+    assert ringbus_main(["journal", "replay", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out)["replay"]["sealed"] is True
+    assert ringbus_main(argv) == 2  # a new run never appends to an old run's journal
+    assert "already holds events" in capsys.readouterr().err
     assert (
         ringbus_main(["journal", "verify", "--public-key", str(tmp_path / "no.pub"), str(key)]) == 2
     )
