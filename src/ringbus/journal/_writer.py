@@ -23,6 +23,7 @@ from ._format import (
     JournalError,
     canonical_bytes,
     encode_canonical,
+    event_canonical,
     genesis_hash,
 )
 from ._sign import SigningKey, load_private_key
@@ -384,7 +385,9 @@ class Journal:
         self._commit_state()
 
     def _add_line(self, record: dict[str, Any]) -> None:
-        body = encode_canonical(record)
+        self._add_text(encode_canonical(record))
+
+    def _add_text(self, body: str) -> None:
         if self.chained:
             digest = hashlib.sha256((self.last_hash + body).encode("ascii")).hexdigest()
             self.last_hash = digest
@@ -437,22 +440,7 @@ class Journal:
             )
         day = event.day
         kind = event.kind
-        # The canonical record, keys already sorted; payload values are scalars or
-        # tuples of them (the bus allows nothing else), which JSON writes as lists.
-        self._add_line(
-            {
-                "actor_id": event.actor_id,
-                "day": day,
-                "kind": kind,
-                "payload": dict(event.payload),
-                "polity_id": event.polity_id,
-                "seq": seq,
-                "subject_id": event.subject_id,
-                "tags": event.tags,
-                "tick": event.tick,
-                "ward_id": event.ward_id,
-            }
-        )
+        self._add_text(event_canonical(event))
         self.last_seq = seq
         self.last_tick = event.tick
         self.last_day = day
