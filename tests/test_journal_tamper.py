@@ -478,3 +478,45 @@ def test_sigkill_during_group_commit_then_resume(backend: Any, tmp_path: Path) -
     resumed = verify_journal(path)
     assert resumed.ok and resumed.sealed, resumed.problems[:3]
     assert resumed.last_seq == resumed.events == whole + 5
+
+
+def test_a_failed_group_commit_leaves_file_and_chain_as_they_were(
+    backend: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "limited.jsonl"
+    code = textwrap.dedent(
+        f"""
+        import importlib, os, resource, signal, sys
+        sys.path.insert(0, {SRC!r})
+        import ringbus
+        from ringbus.journal import Journal
+        core = importlib.import_module({backend.core.__name__!r})
+        bus = ringbus.bus_class_for(core)(ringbus.EventBusConfig(max_payload_items=64))
+        journal = Journal({str(path)!r}, fsync="always")
+        journal.attach(bus)
+        bus.publish("SMALL", payload={{"n": 1}})
+        bus.drain()
+        size, head, seq = os.path.getsize({str(path)!r}), journal.last_hash, journal.last_seq
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 50_000, resource.RLIM_INFINITY))
+        for n in range(5):
+            bus.publish("BIG", payload={{"blob": "x" * 20_000}})
+        try:
+            bus.drain()
+        except OSError as error:
+            print("failed:", error.errno)
+        assert os.path.getsize({str(path)!r}) == size, "the partial drain was not rolled back"
+        assert (journal.last_hash, journal.last_seq) == (head, seq), "the chain advanced"
+        bus.publish("SMALL", payload={{"n": 7}})
+        bus.drain()
+        journal.close()
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "failed: 27" in result.stdout  # EFBIG
+    assert [record["seq"] for _n, record in read_journal(path)] == [1, 7]
+    assert found(path) == [(3, "gap")]  # the drain that could not be written is visible
+    assert found(path, check_gaps=False) == []
