@@ -143,7 +143,12 @@ def event_canonical(event: Any) -> str:
     """
     payload = event.payload
     body = (
-        ",".join([_escape(key) + ":" + _value_text(value) for key, value in sorted(payload)])
+        ",".join(
+            [
+                _escape(key) + ":" + (_escape(value) if type(value) is str else _value_text(value))
+                for key, value in sorted(payload)
+            ]
+        )
         if payload
         else ""
     )

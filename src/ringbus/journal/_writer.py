@@ -31,6 +31,7 @@ from ._sign import SigningKey, load_private_key
 __all__ = ["Journal"]
 
 logger = logging.getLogger("ringbus")
+_sha256 = hashlib.sha256
 
 _SNAPSHOT_FORMAT = "ringbus-snapshot"
 _SNAPSHOT_VERSION = 1
@@ -440,7 +441,13 @@ class Journal:
             )
         day = event.day
         kind = event.kind
-        self._add_text(event_canonical(event))
+        body = event_canonical(event)
+        if self.chained:
+            digest = _sha256((self.last_hash + body).encode("ascii")).hexdigest()
+            self.last_hash = digest
+            self._buffer.append(f'{body[:-1]},"hash":"{digest}"}}\n')
+        else:
+            self._buffer.append(body + "\n")
         self.last_seq = seq
         self.last_tick = event.tick
         self.last_day = day
