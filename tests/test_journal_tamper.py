@@ -520,3 +520,15 @@ def test_a_failed_group_commit_leaves_file_and_chain_as_they_were(
     assert [record["seq"] for _n, record in read_journal(path)] == [1, 7]
     assert found(path) == [(3, "gap")]  # the drain that could not be written is visible
     assert found(path, check_gaps=False) == []
+
+
+def test_cli_replay_exit_codes(
+    journal_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ringbus_main(["journal", "replay", str(tmp_path / "missing.jsonl")]) == 2
+    assert ringbus_main(["journal", "replay", str(tmp_path)]) == 2
+    lines = lines_of(journal_file)
+    lines[3] = lines[3].replace(b'"n":', b'"n":1')
+    assert ringbus_main(["journal", "replay", str(save(journal_file, lines))]) == 1
+    err = capsys.readouterr().err
+    assert "line 4: chain" in err and "Traceback" not in err

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from ._format import JournalError
 from ._replay import replay_journal
 from ._sign import generate_keypair
-from ._verify import JournalReport, verify_journal
+from ._verify import JournalReport, open_journal_file, verify_journal
 
 __all__ = ["main"]
 
@@ -68,15 +68,19 @@ def _replay_command(args: argparse.Namespace) -> int:
     from .. import EventBus, EventBusConfig
     from ..kpi import KpiSubscriber
 
+    try:
+        open_journal_file(args.file).close()
+    except JournalError as error:
+        print(f"ringbus journal replay: {error}", file=sys.stderr)
+        return 2
     bus = EventBus(EventBusConfig(max_events=1024, name="replay"))
     kpi = KpiSubscriber()
     kpi.attach(bus)
     try:
         report = replay_journal(args.file, bus, verify=not args.no_verify)
     except JournalError as error:
-        message = str(error)
-        print(f"ringbus journal replay: {message}", file=sys.stderr)
-        return 1 if "refusing to replay" in message or ", line " in message else 2
+        print(f"ringbus journal replay: {error}", file=sys.stderr)
+        return 1
     except ValueError as error:
         print(f"ringbus journal replay: {error}", file=sys.stderr)
         return 1

@@ -33,7 +33,14 @@ def _serialization() -> Any:
 
 
 class SigningKey:
-    """An Ed25519 private key that signs a journal's checkpoints and seal."""
+    """An Ed25519 private key that signs a journal's checkpoints and seal.
+
+    Parameters
+    ----------
+    key
+        A ``cryptography`` ``Ed25519PrivateKey``; use :func:`load_private_key`
+        to read one from PEM.
+    """
 
     def __init__(self, key: Any) -> None:
         self._key = key
@@ -48,7 +55,14 @@ class SigningKey:
 
 
 class VerifyKey:
-    """An Ed25519 public key that checks a journal's signatures."""
+    """An Ed25519 public key that checks a journal's signatures.
+
+    Parameters
+    ----------
+    key
+        A ``cryptography`` ``Ed25519PublicKey``; use :func:`load_public_key`
+        to read one from PEM.
+    """
 
     def __init__(self, key: Any) -> None:
         self._key = key
@@ -81,7 +95,23 @@ def _read(source: str | os.PathLike[str] | bytes, what: str) -> bytes:
 
 
 def load_private_key(source: str | os.PathLike[str] | bytes | SigningKey) -> SigningKey:
-    """Load an Ed25519 private key (PEM file or bytes) for signing."""
+    """Load an Ed25519 private key (PEM file or bytes) for signing.
+
+    Parameters
+    ----------
+    source
+        A PEM file path, PEM bytes, or a :class:`SigningKey` (returned as is).
+
+    Returns
+    -------
+    SigningKey
+
+    Raises
+    ------
+    JournalError
+        The file cannot be read, is not an unencrypted Ed25519 PEM key, or
+        the ``sign`` extra (``cryptography``) is not installed.
+    """
     if isinstance(source, SigningKey):
         return source
     ed25519 = _ed25519()
@@ -96,7 +126,23 @@ def load_private_key(source: str | os.PathLike[str] | bytes | SigningKey) -> Sig
 
 
 def load_public_key(source: str | os.PathLike[str] | bytes | VerifyKey) -> VerifyKey:
-    """Load an Ed25519 public key (PEM file or bytes) for verifying."""
+    """Load an Ed25519 public key (PEM file or bytes) for verifying.
+
+    Parameters
+    ----------
+    source
+        A PEM file path, PEM bytes, or a :class:`VerifyKey` (returned as is).
+
+    Returns
+    -------
+    VerifyKey
+
+    Raises
+    ------
+    JournalError
+        The file cannot be read, is not an Ed25519 PEM public key, or the
+        ``sign`` extra (``cryptography``) is not installed.
+    """
     if isinstance(source, VerifyKey):
         return source
     ed25519 = _ed25519()
@@ -121,6 +167,17 @@ def generate_keypair(
         Where the private key goes (created with mode 0600; must not exist).
     public_path
         Where the public key goes; default ``private_path`` + ``".pub"``.
+
+    Returns
+    -------
+    tuple of Path
+        The private and the public key's paths.
+
+    Raises
+    ------
+    JournalError
+        The private key file exists already, a file cannot be written, or
+        the ``sign`` extra (``cryptography``) is not installed.
     """
     ed25519 = _ed25519()
     serialization = _serialization()
