@@ -532,3 +532,34 @@ def test_cli_replay_exit_codes(
     assert ringbus_main(["journal", "replay", str(save(journal_file, lines))]) == 1
     err = capsys.readouterr().err
     assert "line 4: chain" in err and "Traceback" not in err
+
+
+def test_strict_checks_that_lines_are_canonical(journal_file: Path) -> None:
+    lines = lines_of(journal_file)
+    # A reformatted line (same record, other bytes, hash unchanged) keeps the
+    # documented rule: its canonical bytes still hash to the stored value.
+    record = json.loads(lines[4])
+    spaced = json.dumps(record, separators=(", ", ": ")).encode() + b"\n"
+    assert spaced != lines[4]
+    assert found(save(journal_file, [*lines[:4], spaced, *lines[5:]])) == []
+    # A rewritten chain whose line 5 hashes its own non-canonical bytes: only
+    # strict (or a signature, or a head kept elsewhere) refuses it.
+    prev = json.loads(lines[3])["hash"]
+    body = lines[4][: lines[4].rindex(b',"hash":"')] + b"}"
+    body = body.replace(b'"kind":"', b'"kind":"\\u0044', 1).replace(
+        b'"kind":"\\u0044D', b'"kind":"\\u0044'
+    )
+    assert json.loads(body)["kind"] == json.loads(lines[4])["kind"]
+    digest = hashlib.sha256(prev.encode() + body).hexdigest()
+    forged = [*lines[:4], body[:-1] + f',"hash":"{digest}"}}\n'.encode()]
+    for line in lines[5:]:
+        record = json.loads(line)
+        record.pop("hash")
+        if "mark" in record:
+            record["head"] = digest
+        digest = hashlib.sha256(digest.encode() + canonical(record)).hexdigest()
+        forged.append(canonical({**record, "hash": digest}) + b"\n")
+    bad = save(journal_file, forged)
+    assert found(bad) == []
+    assert found(bad, strict=True) == [(5, "chain")]
+    assert ringbus_main(["journal", "verify", "--strict", str(bad)]) == 1

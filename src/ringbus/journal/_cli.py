@@ -45,6 +45,7 @@ def _verify_command(args: argparse.Namespace) -> int:
             expect_head=args.expect_head,
             expect_count=args.expect_count,
             public_key=args.public_key,
+            strict=args.strict,
         )
     except JournalError as error:
         print(f"ringbus journal verify: {error}", file=sys.stderr)
@@ -161,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--expect-count", type=_non_negative, help="the event count kept elsewhere")
     verify.add_argument(
         "--public-key", help="Ed25519 public key (PEM): checkpoints and seal must be signed by it"
+    )
+    verify.add_argument(
+        "--strict",
+        action="store_true",
+        help="also require every event line to be exactly its canonical JSON",
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument(

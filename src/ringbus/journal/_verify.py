@@ -197,12 +197,23 @@ def _looks_right(record: dict[str, Any]) -> bool:
                 return False
         elif kind_of not in _SCALARS:
             return False
-    for name in ("polity_id", "ward_id", "actor_id", "subject_id"):
-        value = record[name]
-        if value is not None and type(value) is not str:
-            return False
+    polity, ward, actor, subject = (
+        record["polity_id"],
+        record["ward_id"],
+        record["actor_id"],
+        record["subject_id"],
+    )
+    if not (
+        (polity is None or type(polity) is str)
+        and (ward is None or type(ward) is str)
+        and (actor is None or type(actor) is str)
+        and (subject is None or type(subject) is str)
+    ):
+        return False
     tags = record["tags"]
-    return type(tags) is list and all(type(tag) is str for tag in tags)
+    if type(tags) is not list:
+        return False
+    return not tags or all(type(tag) is str for tag in tags)
 
 
 def check_event_record(record: object, chained: bool) -> str | None:
@@ -274,16 +285,6 @@ _make_scanner: Any = getattr(json.scanner, "c_make_scanner", None) or json.scann
 _scan_once: Any = _make_scanner(json.JSONDecoder())
 
 
-def _scan_line(line: bytes) -> Any:
-    """The JSON value of a line, or ``None`` when it is not one (see :func:`_parse` for why)."""
-    try:
-        text = line.decode("ascii")
-        value, end = _scan_once(text, 0)
-    except (ValueError, RecursionError, StopIteration):
-        return None
-    return value if end == len(text) else None
-
-
 def _lines(file: IO[bytes]) -> Iterator[tuple[int, bytes, bool]]:
     """Yield ``(line number, line without newline, whole)`` for every line."""
     for number, raw in enumerate(file, start=1):
@@ -321,6 +322,7 @@ def verify_journal(
     expect_head: str | None = None,
     expect_count: int | None = None,
     public_key: str | os.PathLike[str] | bytes | VerifyKey | None = None,
+    strict: bool = False,
 ) -> JournalReport:
     """Check a journal line by line and report every problem with its line number.
 
@@ -350,6 +352,14 @@ def verify_journal(
         :class:`~ringbus.journal.VerifyKey`): every checkpoint and the seal
         must carry a valid signature by it, so a rewritten chain is refused
         even when every hash is consistent. Needs the ``sign`` extra.
+    strict
+        Also require every event line to be exactly the canonical bytes of
+        its record. Without it, a line laid out as the writer lays it out is
+        checked by hashing its bytes as they are, which is the same hash for
+        every line a writer produced and spares an encode per line; a line
+        whose stored hash matches its bytes but not their canonical form can
+        only come from rewriting the chain, which only signatures or a head
+        kept elsewhere reveal, with or without ``strict``.
 
     Returns
     -------
@@ -375,6 +385,7 @@ def verify_journal(
             expect_head=expect_head,
             expect_count=expect_count,
             key=key,
+            strict=strict,
         )
 
 
@@ -389,6 +400,7 @@ def _verify(
     expect_head: str | None,
     expect_count: int | None,
     key: VerifyKey | None,
+    strict: bool,
 ) -> JournalReport:
     problems = report.problems
     add = problems.append
@@ -399,11 +411,15 @@ def _verify(
     selector: KindSelector | None = None
     sha256 = hashlib.sha256
     encode = encode_canonical
-    scan = _scan_line
+    scan_once = _scan_once
     line_number = 0
-    for number, line, whole in _lines(file):
-        line_number = report.lines = number
-        if not whole:
+    events = 0
+    for number, raw in enumerate(file, start=1):
+        line_number = number
+        if raw[-1:] != b"\n":
+            line = raw
+            report.lines = number
+            report.events = events
             add(
                 JournalProblem(
                     number,
@@ -415,7 +431,14 @@ def _verify(
                 )
             )
             break
-        record = scan(line)
+        line = raw[:-1]
+        try:
+            text = line.decode("ascii")
+            record, end = scan_once(text, 0)
+            if end != len(text):
+                record = None
+        except (ValueError, RecursionError, StopIteration):
+            record = None
         if type(record) is not dict:
             _value, why = _parse(line)
             add(JournalProblem(number, "malformed", why or "not a JSON object"))
@@ -424,6 +447,7 @@ def _verify(
         if number == 1:
             if "format" in record:
                 if not _read_header(record, report, add, check_gaps, allow_unchained, key):
+                    report.lines = 1
                     return report
                 version = report.version or JOURNAL_VERSION
                 if report.kinds is not None and version >= 2:
@@ -452,6 +476,7 @@ def _verify(
             continue
         chained = report.chained
         if "mark" in record and version >= 2:
+            report.events = events
             prev = _check_mark(number, record, report, prev, last_seq, key, add)
             continue
         fault = check_event_record(record, chained)
@@ -469,20 +494,32 @@ def _verify(
                 )
             )
         seq, tick, day = record["seq"], record["tick"], record["day"]
-        report.events += 1
+        events += 1
         report.sealed = False
-        if report.first_seq is None:
+        if last_seq is None and report.first_seq is None:
             report.first_seq = seq
         if chained:
             stored = record.pop("hash")
             if prev is not None:
-                try:
-                    if version == 1:
-                        expected = chain_hash(seq, tick, record["kind"], record["payload"], prev)
-                    else:
-                        expected = sha256((prev + encode(record)).encode("ascii")).hexdigest()
-                except (TypeError, ValueError, RecursionError) as error:
-                    expected = f"(cannot be computed: {error})"
+                expected = ""
+                if version >= 2 and line[-75:-66] == b',"hash":"':
+                    # The line as the writer lays it out: its canonical bytes with the
+                    # hash member last. Hashing those bytes as they are spares an encode;
+                    # strict also checks they are canonical (see verify_journal).
+                    body = line[:-75] + b"}"
+                    expected = sha256(prev.encode("ascii") + body).hexdigest()
+                    if strict and expected == stored and body != encode(record).encode():
+                        expected = ""
+                if expected != stored:
+                    try:
+                        if version == 1:
+                            expected = chain_hash(
+                                seq, tick, record["kind"], record["payload"], prev
+                            )
+                        else:
+                            expected = sha256((prev + encode(record)).encode("ascii")).hexdigest()
+                    except (TypeError, ValueError, RecursionError) as error:
+                        expected = f"(cannot be computed: {error})"
                 if stored != expected:
                     add(
                         JournalProblem(
@@ -528,8 +565,10 @@ def _verify(
         elif day < last_day:
             add(JournalProblem(number, "clock", f"day went backwards from {last_day} to {day}"))
         last_seq = seq
-        report.last_seq = seq
         last_tick, last_day = tick, day
+    report.lines = line_number
+    report.events = events
+    report.last_seq = last_seq
     _finish(report, line_number, allow_empty, allow_unsealed, expect_head, expect_count, key)
     return report
 
