@@ -25,7 +25,7 @@ rm -rf "$WORK" dist
 T="$WORK/tools/bin"
 "$T/pip" install "${PIP_FLAGS[@]}" -U pip "setuptools>=70.1" build "Cython>=3.1" \
     "ruff==0.17.6" "mypy==2.4.1" "redis>=5" playwright pytest hypothesis pytest-benchmark \
-    psygnal blinker pyee
+    psygnal blinker pyee cryptography
 
 step "lint and types"
 "$T/ruff" check .
@@ -44,7 +44,7 @@ case "$WHEEL" in *none-any.whl) echo "the wheel has no compiled core"; exit 1 ;;
 install_venv() {  # install_venv DIR WHEEL
     "$python" -m venv "$1"
     "$1/bin/pip" install "${PIP_FLAGS[@]}" -U pip
-    "$1/bin/pip" install "${PIP_FLAGS[@]}" "$2[test,redis,bench]" playwright "Cython>=3.1" \
+    "$1/bin/pip" install "${PIP_FLAGS[@]}" "$2[test,redis,bench,sign]" playwright "Cython>=3.1" \
         "setuptools>=70.1"
 }
 

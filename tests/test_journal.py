@@ -49,6 +49,9 @@ def run_world(bus: Any, ticks: int = 10, per_tick: int = 3) -> None:
 
 
 def write_journal(backend: Any, path: Path, **options: Any) -> list[Any]:
+    """Header, one line per event, a seal: no checkpoints unless asked for."""
+    options.setdefault("checkpoint_every", 0)
+    options.setdefault("checkpoint_on_day", False)
     bus = backend.bus()
     seen: list[Any] = []
     with Journal(path, **options) as journal:
@@ -73,35 +76,96 @@ def test_journal_writes_header_and_one_line_per_event(backend: Any, tmp_path: Pa
     path = tmp_path / "run.jsonl"
     seen = write_journal(backend, path)
     raw = lines_of(path)
-    assert len(raw) == 1 + len(seen) == 31
+    assert len(raw) == 2 + len(seen) == 32
     header = json.loads(raw[0])
-    assert header == {"chained": True, "format": "ringbus-journal", "kinds": None, "version": 1}
+    assert header == {
+        "checkpoint_every": 0,
+        "format": "ringbus-journal",
+        "kinds": None,
+        "signed": False,
+        "version": 2,
+    }
+    seal = json.loads(raw[-1])
+    assert seal["mark"] == "seal" and seal["events"] == 30 and seal["seq"] == 30
     records = [record for _n, record in read_journal(path)]
     assert records == [event.to_dict() for event in seen]
     assert all(line.endswith(b"\n") and line.isascii() for line in raw)
     report = verify_journal(path)
     assert report.ok and report.events == 30 and report.first_seq == 1 and report.last_seq == 30
+    assert report.sealed and report.status == "sealed"
 
 
 def test_chain_hash_is_the_documented_formula(backend: Any, tmp_path: Path) -> None:
+    """The README's rule, recomputed with nothing but hashlib and json."""
     path = tmp_path / "run.jsonl"
-    write_journal(backend, path)
+    write_journal(backend, path, checkpoint_every=7)
+    raw = lines_of(path)
+
+    def canonical(value: object) -> bytes:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+    prev = hashlib.sha256(canonical(json.loads(raw[0]))).hexdigest()
+    marks = 0
+    for line in raw[1:]:
+        record = json.loads(line)
+        stored = record.pop("hash")
+        assert stored == hashlib.sha256(prev.encode() + canonical(record)).hexdigest()
+        if "mark" in record:
+            marks += 1
+            assert record["head"] == prev
+        prev = stored
+    assert marks == 5  # 4 checkpoints (every 7 of 30 events) and the seal
+    assert canonical_json({"b": 1, "a": "\u00e9"}) == '{"a":"\\u00e9","b":1}'
+
+
+def write_v1_journal(path: Path, events: list[Any], chained: bool = True) -> None:
+    """A journal as format v1 wrote it: seq, tick, kind and payload chained."""
+    header = {"chained": chained, "format": "ringbus-journal", "kinds": None, "version": 1}
+    out = [json.dumps(header, separators=(",", ":"))]
     prev = GENESIS_HASH
-    assert prev == "0" * 64
+    for event in events:
+        record = event.to_dict()
+        if chained:
+            prev = chain_hash(
+                record["seq"], record["tick"], record["kind"], record["payload"], prev
+            )
+            record["hash"] = prev
+        out.append(json.dumps(record, separators=(",", ":")))
+    path.write_text("\n".join(out) + "\n")
+
+
+def test_v1_journals_still_verify_and_say_what_is_unprotected(
+    backend: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = write_journal(backend, tmp_path / "v2.jsonl")
+    path = tmp_path / "v1.jsonl"
+    write_v1_journal(path, seen)
+    prev = GENESIS_HASH
     for line in lines_of(path)[1:]:
         record = json.loads(line)
         payload = json.dumps(
             record["payload"], sort_keys=True, separators=(",", ":"), ensure_ascii=True
         )
-        kind = json.dumps(record["kind"])
-        text = f"{record['seq']}|{record['tick']}|{kind}|{payload}|{prev}"
-        expected = hashlib.sha256(text.encode("ascii")).hexdigest()
-        assert record["hash"] == expected
-        assert chain_hash(
-            record["seq"], record["tick"], record["kind"], record["payload"], prev
-        ) == (expected)
-        prev = expected
-    assert canonical_json({"b": 1, "a": "\u00e9"}) == '{"a":"\\u00e9","b":1}'
+        text = f"{record['seq']}|{record['tick']}|{json.dumps(record['kind'])}|{payload}|{prev}"
+        assert record["hash"] == hashlib.sha256(text.encode("ascii")).hexdigest()
+        prev = record["hash"]
+    report = verify_journal(path)
+    assert report.ok and report.version == 1 and report.status == "v1" and report.events == 30
+    assert "day, polity_id, ward_id, actor_id, subject_id, tags, the header" in report.notes[0]
+    assert [record for _n, record in read_journal(path)] == [e.to_dict() for e in seen]
+    assert ringbus_main(["journal", "verify", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "intact (format v1)" in out and "are not protected" in out
+    # v1's chain still catches what it covers ...
+    lines = lines_of(path)
+    lines[4] = lines[4].replace(b'"n":', b'"n":1')
+    assert first(tampered(path, lines)) == (5, "chain")
+    # ... and an unchained v1 header is refused, not a silent "checks off".
+    lines = lines_of(path)
+    lines[0] = lines[0].replace(b'"chained":true', b'"chained":false')
+    assert first(tampered(path, lines)) == (1, "unchained")
+    with pytest.raises(JournalError, match="version 1 cannot be appended"):
+        Journal(path)
 
 
 def test_a_pipe_in_the_kind_cannot_forge_a_collision() -> None:
@@ -114,7 +178,9 @@ def test_unchained_journal_has_no_hash_and_verifies(backend: Any, tmp_path: Path
     path = tmp_path / "plain.jsonl"
     write_journal(backend, path, chained=False)
     assert all("hash" not in json.loads(line) for line in lines_of(path))
-    report = verify_journal(path)
+    assert json.loads(lines_of(path)[0])["format"] == "ringbus-journal-unchained"
+    assert first(path) == (1, "unchained")
+    report = verify_journal(path, allow_unchained=True)
     assert report.ok and not report.chained and report.events == 30
 
 
@@ -124,9 +190,9 @@ def test_reopening_resumes_the_chain(backend: Any, tmp_path: Path) -> None:
     journal = Journal(path)
     journal.attach(bus)
     run_world(bus, ticks=3)
-    last_hash = journal.last_hash
     journal.close()
     journal.close()  # closing twice is fine
+    last_hash = journal.last_hash  # the seal's hash: the chain head
     resumed = Journal(path)
     assert resumed.last_seq == 9 and resumed.last_tick == 2 and resumed.last_hash == last_hash
     resumed.attach(bus)
@@ -136,7 +202,9 @@ def test_reopening_resumes_the_chain(backend: Any, tmp_path: Path) -> None:
     resumed.close()
     report = verify_journal(path)
     assert report.ok and report.last_seq == 10 and report.events == 10
-    assert len(lines_of(path)) == 11  # one header only
+    # One header; each session ends with its seal; the chain runs through both.
+    marks = [json.loads(line).get("mark") for line in lines_of(path)]
+    assert len(marks) == 13 and marks[10] == "seal" and marks[12] == "seal"
 
 
 def test_reopening_with_other_settings_is_refused(tmp_path: Path) -> None:
@@ -289,7 +357,9 @@ def test_deleting_a_line_is_reported_where_the_hole_is(backend: Any, tmp_path: P
     lines = lines_of(path)
     del lines[9]  # the line 10 (seq 9) goes; seq 10 is now on line 10
     report = verify_journal(tampered(path, lines))
-    assert [(p.line, p.kind) for p in report.problems] == [(10, "chain"), (10, "gap")]
+    found = [(p.line, p.kind) for p in report.problems]
+    assert found == [(10, "chain"), (10, "gap"), (31, "checkpoint")]
+    assert "counts 30 events but 29 event lines precede it" in report.problems[2].message
     assert "seq 10 follows seq 8" in report.problems[1].message
 
 
@@ -299,10 +369,12 @@ def test_deleting_a_line_is_caught_by_the_chain_even_without_gap_checks(
     path = tmp_path / "run.jsonl"
     write_journal(backend, path)
     lines = lines_of(path)
-    del lines[-1]
+    del lines[-2]  # the last event, before the seal
     del lines[3]
     report = verify_journal(tampered(path, lines), check_gaps=False)
-    assert [(p.line, p.kind) for p in report.problems] == [(4, "chain")]
+    found = [(p.line, p.kind) for p in report.problems]
+    assert found[0] == (4, "chain") and "gap" not in {kind for _l, kind in found}
+    assert (30, "chain") in found and (30, "checkpoint") in found
 
 
 def test_swapping_two_lines_is_reported_at_the_first(backend: Any, tmp_path: Path) -> None:
@@ -322,9 +394,9 @@ def test_truncating_the_last_line_is_reported_as_torn(backend: Any, tmp_path: Pa
     data = path.read_bytes()
     cut = tampered(path, [data[:-40]])
     report = verify_journal(cut)
-    assert [(p.line, p.kind) for p in report.problems] == [(31, "torn")]
-    assert report.torn and report.last_seq == 29
-    assert "whole up to line 30" in report.problems[0].message
+    assert [(p.line, p.kind) for p in report.problems] == [(32, "torn")]
+    assert report.torn and report.last_seq == 30 and report.status == "torn"
+    assert "whole up to line 31" in report.problems[0].message
     assert ringbus_main(["journal", "verify", str(cut)]) == 1
 
 
@@ -375,7 +447,9 @@ def test_cli_verify_exit_codes_and_output(
     path = tmp_path / "run.jsonl"
     write_journal(backend, path)
     assert ringbus_main(["journal", "verify", str(path)]) == 0
-    assert "OK, 30 events, seq 1..30, chain intact" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "OK: sealed and intact, 30 events, seq 1..30, head " in out
+    assert json.loads(lines_of(path)[-1])["hash"] in out
     lines = lines_of(path)
     del lines[2]
     bad = tampered(path, lines)
@@ -387,7 +461,11 @@ def test_cli_verify_exit_codes_and_output(
     assert data["ok"] is False and data["problems"][0]["line"] == 3
     assert ringbus_main(["journal", "verify", "--no-gaps", str(bad)]) == 1
     assert ringbus_main(["journal", "verify", str(tmp_path / "missing.jsonl")]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
+    assert ringbus_main(["journal", "verify", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert ringbus_main(["journal", "verify", "--expect-count", "x", str(path)]) == 2
+    assert ringbus_main(["journal", "verify", "--bogus", str(path)]) == 2
 
 
 def test_cli_runs_as_a_module(tmp_path: Path) -> None:
@@ -402,8 +480,18 @@ def test_cli_runs_as_a_module(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
+    assert result.returncode == 1, result.stderr
+    assert "FAILED" in result.stdout and "empty: the journal holds no events" in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "ringbus", "journal", "verify", "--allow-empty", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
-    assert "OK, 0 events" in result.stdout
+    assert "OK: sealed and intact, 0 events" in result.stdout
 
 
 # -- crash ------------------------------------------------------------------------
@@ -415,9 +503,8 @@ from ringbus.journal import Journal
 core = importlib.import_module({core!r})
 bus = ringbus.bus_class_for(core)()
 journal = Journal({path!r}, fsync="never")
-journal.attach(bus)
-if journal.last_seq:
-    bus._skip_to(journal.last_seq)
+journal.attach(bus, resume=True)
+assert bus.latest_seq() == (journal.last_seq or 0)
 tick = journal.last_tick or 0
 limit = {limit}
 while limit is None or bus.latest_seq() < limit:
@@ -448,7 +535,7 @@ def test_a_killed_writer_leaves_a_journal_that_verifies_and_resumes(
             proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     report = verify_journal(path)
-    assert all(p.kind == "torn" for p in report.problems), report.problems[:3]
+    assert [p.kind for p in report.problems] in (["torn"], ["unsealed"]), report.problems[:3]
     assert report.last_seq is not None and report.last_seq >= 100
     whole = report.last_seq
     # A crash mid-write leaves a partial last line: make sure one is there.
@@ -477,4 +564,4 @@ def test_resume_can_refuse_a_torn_tail(tmp_path: Path) -> None:
     journal = Journal(path)
     assert journal.torn_bytes_dropped == 9
     journal.close()
-    assert verify_journal(path).ok
+    assert verify_journal(path, allow_empty=True).ok

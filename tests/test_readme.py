@@ -31,3 +31,14 @@ def test_readme_opens_with_the_two_commands() -> None:
 def test_readme_example_runs(heading: str, capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(python_block_after(heading), str(README), "exec"), {})
     assert capsys.readouterr().out
+
+
+def test_readme_journal_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("**Journal.**") : text.index("**Replay**")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    namespace: dict[str, object] = {}
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)
+    assert capsys.readouterr().out.split("\n") == ["True sealed 3 True", "3 2", "4", ""]

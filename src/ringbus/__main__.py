@@ -13,7 +13,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("ringbus._bench:main", "time ringbus against its pure twin and peers (S1-S4)"),
     "demo": ("ringbus.demo:main", "run a seeded little world through the bus and print its KPIs"),
     "viewer": ("ringbus.viewer._cli:main", "serve the event viewer over a running demo world"),
-    "journal": ("ringbus.journal:main", "verify an event journal (chain, gaps, clock) or replay"),
+    "journal": (
+        "ringbus.journal._cli:main",
+        "verify an event journal (chain, seal, signatures), replay it, or make a signing key",
+    ),
     "feed": ("ringbus.transports:feed_main", "print the JSON lines a SocketFeed serves"),
     "redis-demo": (
         "ringbus.multiprocess_demo:main",

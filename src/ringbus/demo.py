@@ -445,6 +445,21 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the viewer on 127.0.0.1:PORT (default 8765) while the world runs",
     )
     parser.add_argument(
+        "--journal",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="write the run's events to a chained journal (check it with 'ringbus journal verify')",
+    )
+    parser.add_argument(
+        "--sign-key",
+        metavar="KEY",
+        type=Path,
+        default=None,
+        help="sign the journal's checkpoints and seal with this Ed25519 private key (PEM; "
+        "make one with 'ringbus journal keygen'; needs the 'sign' extra)",
+    )
+    parser.add_argument(
         "--tick-delay",
         metavar="SECONDS",
         type=float,
@@ -635,6 +650,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ringbus demo: cannot resume from {args.resume}: {error}", file=sys.stderr)
             return 2
 
+    journal: Any = None
+    if args.sign_key is not None and args.journal is None:
+        print("ringbus demo: --sign-key needs --journal FILE", file=sys.stderr)
+        return 2
+    if args.journal is not None:
+        from ringbus.journal import Journal, JournalError
+
+        try:
+            journal = Journal(args.journal, signing_key=args.sign_key)
+            if journal.last_seq is not None and journal.last_seq > bus.latest_seq():
+                raise JournalError(
+                    f"it already holds events up to seq {journal.last_seq}; "
+                    "use a new file (or --resume the run that wrote it)"
+                )
+            journal.attach(bus)
+        except (JournalError, ValueError) as error:
+            if journal is not None:
+                journal.close()
+            print(f"ringbus demo: cannot journal to {args.journal}: {error}", file=sys.stderr)
+            return 2
+
     delay = args.tick_delay
     if delay is None:
         delay = 0.05 if args.serve is not None else 0.0
@@ -678,6 +714,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if server is not None:
             server.close()
+        if journal is not None:
+            journal.close()
     elapsed = time.perf_counter() - started
 
     _report(sys.stdout, world, bus, kpi, evidence, hasher, args.json)
@@ -686,6 +724,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"ringbus demo: {count} events in {elapsed:.2f} s "
             f"({count / max(elapsed, 1e-9):,.0f} events/s, backend {BACKEND})",
+            file=sys.stderr,
+        )
+    if journal is not None and not args.quiet:
+        print(
+            f"ringbus demo: journal {args.journal}: {journal.events} events, "
+            f"head {journal.last_hash}",
             file=sys.stderr,
         )
     if args.snapshot is not None and interrupted:
