@@ -380,8 +380,8 @@ def test_ints_beyond_64_bits_are_malformed(journal_file: Path) -> None:
     lines[5] = lines[5].replace(b'"n":', b'"n":1000000000000000000000')
     problems = verify_journal(save(journal_file, lines)).problems
     assert (problems[0].line, problems[0].kind) == (4, "malformed")
-    assert "seq is not an int" in problems[0].message
-    assert any(p.line == 6 and "outside signed 64 bits" in p.message for p in problems)
+    assert "seq must be an int >= 0 (below 2**63)" in problems[0].message
+    assert any(p.line == 6 and "outside the signed 64-bit range" in p.message for p in problems)
 
 
 def test_missing_file_directory_and_newer_version(

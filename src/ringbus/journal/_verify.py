@@ -9,10 +9,12 @@ import json.scanner
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from math import isfinite
 from pathlib import Path
 from typing import IO, Any
 
 from .._backend import FIELDS
+from .._normalise import event_dict_problems
 from .._registry import KindSelector
 from ._format import (
     CHAINED_FORMAT,
@@ -166,7 +168,7 @@ def _int_fault(value: object, depth: int = 0) -> bool:
 
 
 _CHAINED_KEYS = _EVENT_FIELD_SET | {"hash"}
-_SCALARS = (str, float, bool, type(None))
+_SCALARS = (str, bool, type(None))
 
 
 def _looks_right(record: dict[str, Any]) -> bool:
@@ -195,6 +197,9 @@ def _looks_right(record: dict[str, Any]) -> bool:
         if kind_of is int:
             if not _INT_MIN <= value <= _INT_MAX:
                 return False
+        elif kind_of is float:
+            if not isfinite(value):
+                return False
         elif kind_of not in _SCALARS:
             return False
     polity, ward, actor, subject = (
@@ -217,38 +222,20 @@ def _looks_right(record: dict[str, Any]) -> bool:
 
 
 def check_event_record(record: object, chained: bool) -> str | None:
-    """Return what is wrong with an event line's JSON, or ``None``."""
+    """Return what is wrong with an event line's JSON, or ``None``.
+
+    The rules are the event schema's (:func:`ringbus._normalise.event_dict_problems`),
+    the same the cores apply to every event; the common case is checked
+    quickly first.
+    """
     if chained and type(record) is dict and _looks_right(record):
         return None
     if not isinstance(record, dict):
         return "not a JSON object"
-    if not _EVENT_FIELD_SET.issubset(record):
-        missing = [name for name in _EVENT_FIELDS if name not in record]
-        return f"missing fields {', '.join(missing)}"
-    for name in ("seq", "tick", "day"):
-        value = record[name]
-        if type(value) is not int or not 0 <= value <= _INT_MAX:
-            return f"{name} is not an int in 0..2**63-1: {str(value)[:40]}"
-    if not isinstance(record["kind"], str) or not record["kind"]:
-        return "kind is not a non-empty string"
-    payload = record["payload"]
-    if not isinstance(payload, dict):
-        return "payload is not a JSON object"
-    for key, value in payload.items():
-        if type(value) is dict:
-            return f"payload value {key!r} is a JSON object"
-        if _int_fault(value):
-            return f"payload value {key!r} holds an int outside signed 64 bits"
-    for name in ("polity_id", "ward_id", "actor_id", "subject_id"):
-        value = record[name]
-        if value is not None and not isinstance(value, str):
-            return f"{name} is not a string or null"
-    tags = record["tags"]
-    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
-        return "tags is not a list of strings"
-    extra = set(record) - _EVENT_FIELD_SET - {"hash"}
-    if extra:
-        return f"unknown fields {', '.join(sorted(extra))}"
+    fields = {name: value for name, value in record.items() if name != "hash"}
+    problems = event_dict_problems(fields)
+    if problems:
+        return problems[0]
     if chained:
         digest = record.get("hash")
         if not isinstance(digest, str) or len(digest) != 64:
