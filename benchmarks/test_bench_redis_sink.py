@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import ringbus
 from _redis_server import RedisServer, free_port
 from ringbus import kinds
-from ringbus.redis_streams import RedisStreamSink, connect
+from ringbus.transports.redis_streams import RedisStreamSink, connect
 
 EVENTS = 2_000
 #: Batched sending must beat one round trip per event by at least this factor

@@ -16,7 +16,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from ringbus import EventBus, EventBusConfig
 from ringbus.demo import DemoWorld
-from ringbus.kpi import KpiSubscriber
+from ringbus.sim.kpi import KpiSubscriber
 from ringbus.viewer import serve
 
 CHROMIUM = "/usr/bin/chromium"

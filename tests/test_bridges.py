@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from ringbus import kinds
-from ringbus.bridges import COUNTER_INCREMENTED, LOG_RECORD, CounterAdapter, EventLogHandler
-from ringbus.kpi import KpiSubscriber
+from ringbus.sim.bridges import COUNTER_INCREMENTED, LOG_RECORD, CounterAdapter, EventLogHandler
+from ringbus.sim.kpi import KpiSubscriber
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ import ringbus
 from ringbus import kinds
 from ringbus.__main__ import main as cli_main
 from ringbus.demo import DemoWorld, StreamHasher, main
-from ringbus.evidence import EVIDENCE_RAISED, EvidenceSubscriber
-from ringbus.incidents import IncidentLog
-from ringbus.kpi import KpiSubscriber
+from ringbus.sim.evidence import EVIDENCE_RAISED, EvidenceSubscriber
+from ringbus.sim.incidents import IncidentLog
+from ringbus.sim.kpi import KpiSubscriber
 
 SRC = str(Path(ringbus.__file__).resolve().parent.parent)
 WORLD = {"events_per_tick": 12, "ticks_per_day": 10}
@@ -137,9 +137,9 @@ def test_snapshot_restore_in_a_fresh_process(backend: Any, tmp_path: Path) -> No
         import json, sys
         import ringbus
         from ringbus.demo import DemoWorld, StreamHasher
-        from ringbus.evidence import EvidenceSubscriber
-        from ringbus.incidents import IncidentLog
-        from ringbus.kpi import KpiSubscriber
+        from ringbus.sim.evidence import EvidenceSubscriber
+        from ringbus.sim.incidents import IncidentLog
+        from ringbus.sim.kpi import KpiSubscriber
         assert ringbus.BACKEND == {backend.name!r}, ringbus.BACKEND
         snapshot = json.load(open(sys.argv[1]))
         bus = ringbus.EventBus(ringbus.EventBusConfig.from_dict(snapshot["config"]))

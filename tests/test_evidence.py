@@ -9,7 +9,7 @@ import pytest
 
 from ringbus import CascadeLimitError, kinds
 from ringbus.demo import DemoWorld
-from ringbus.evidence import (
+from ringbus.sim.evidence import (
     DEFAULT_RULES,
     EVIDENCE_RAISED,
     EvidenceRule,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ringbus import kinds
-from ringbus.health import BUS_HEALTH, HealthReporter
+from ringbus.sim.health import BUS_HEALTH, HealthReporter
 from ringbus.transports import StdoutTransport
 
 

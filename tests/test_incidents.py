@@ -9,7 +9,7 @@ import pytest
 
 from ringbus import kinds
 from ringbus.demo import DemoWorld
-from ringbus.incidents import Incident, IncidentLog
+from ringbus.sim.incidents import Incident, IncidentLog
 
 
 def publish_incident(bus: Any, day: int, incident_kind: str, severity: Any, **fields: Any) -> int:

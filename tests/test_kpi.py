@@ -11,7 +11,7 @@ import pytest
 
 from ringbus import kinds
 from ringbus.demo import DemoWorld
-from ringbus.kpi import COUNTED_KINDS, KPI_NAMES, KpiSubscriber
+from ringbus.sim.kpi import COUNTED_KINDS, KPI_NAMES, KpiSubscriber
 
 
 def run_world(backend: Any, days: int = 4, seed: int = 5, **kpi_options: Any) -> tuple[Any, Any]:

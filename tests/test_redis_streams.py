@@ -18,8 +18,8 @@ import redis
 import ringbus
 from _redis_server import RedisServer, redis_server, redis_url
 from ringbus import kinds
-from ringbus.redis_streams import RedisStreamSink, RedisStreamSource, connect, origin_of
 from ringbus.transports import Transform
+from ringbus.transports.redis_streams import RedisStreamSink, RedisStreamSource, connect, origin_of
 
 __all__ = ["redis_server", "redis_url"]  # fixtures used by the tests below
 
@@ -340,7 +340,7 @@ def test_source_recovers_when_the_local_bus_refuses_events(backend: Any, redis_u
 CONSUMER = """
 import json, sys, time
 import ringbus
-from ringbus.redis_streams import RedisStreamSource, connect, origin_of
+from ringbus.transports.redis_streams import RedisStreamSource, connect, origin_of
 
 url, stream, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
 client = connect(url)
@@ -401,7 +401,7 @@ def test_consumer_killed_mid_stream_loses_and_doubles_nothing(backend: Any, redi
 
 # -- several processes, one aggregator --------------------------------------
 def test_multiprocess_demo_totals_add_up(backend: Any, redis_url: str) -> None:
-    from ringbus.multiprocess_demo import merge_counts
+    from ringbus.demo.multiprocess import merge_counts
 
     done = subprocess.run(
         [sys.executable, "-m", "ringbus", "redis-demo", "--url", redis_url, "--workers", "3",
@@ -429,7 +429,7 @@ def test_multiprocess_demo_totals_add_up(backend: Any, redis_url: str) -> None:
 
 
 def test_merge_counts() -> None:
-    from ringbus.multiprocess_demo import merge_counts
+    from ringbus.demo.multiprocess import merge_counts
 
     assert merge_counts(
         [{"a": 1, "b": {"x": 2}, "r": 0.5}, {"a": 2, "b": {"y": 1}, "r": None}]
@@ -441,7 +441,7 @@ def test_merge_counts() -> None:
 
 
 def test_health_reports_the_bridge(backend: Any, redis_url: str) -> None:
-    from ringbus.health import BUS_HEALTH, HealthReporter
+    from ringbus.sim.health import BUS_HEALTH, HealthReporter
 
     produce(backend, redis_url, "w1", 12)
     bus = backend.bus(clock_policy="free", name="aggregator")

@@ -10,9 +10,9 @@ import pytest
 
 from ringbus import kinds
 from ringbus.demo import DemoWorld
-from ringbus.evidence import EVIDENCE_RAISED, EvidenceSubscriber
 from ringbus.journal import Journal, JournalError, read_journal, replay_journal
-from ringbus.kpi import KpiSubscriber
+from ringbus.sim.evidence import EVIDENCE_RAISED, EvidenceSubscriber
+from ringbus.sim.kpi import KpiSubscriber
 
 WORLD = {"events_per_tick": 10, "ticks_per_day": 8}
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from ringbus import Subscriber
-from ringbus.evidence import EvidenceSubscriber
-from ringbus.health import HealthReporter
-from ringbus.incidents import IncidentLog
-from ringbus.kpi import KpiSubscriber
+from ringbus.sim.evidence import EvidenceSubscriber
+from ringbus.sim.health import HealthReporter
+from ringbus.sim.incidents import IncidentLog
+from ringbus.sim.kpi import KpiSubscriber
 from ringbus.transports import StdoutTransport, Transport
 
 MAKERS: dict[str, Callable[[], Any]] = {

@@ -17,9 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ringbus.journal._cli:main",
         "verify an event journal (chain, seal, signatures), replay it, or make a signing key",
     ),
-    "feed": ("ringbus.transports:feed_main", "print the JSON lines a SocketFeed serves"),
+    "feed": ("ringbus.transports.feed:feed_main", "print the JSON lines a SocketFeed serves"),
     "redis-demo": (
-        "ringbus.multiprocess_demo:main",
+        "ringbus.demo.multiprocess:main",
         "several worker processes feed one KPI aggregator through a Redis stream",
     ),
 }

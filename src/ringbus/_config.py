@@ -89,7 +89,7 @@ class EventBusConfig:
         an event later than the clock moves it forward; every stream (and
         journal) is then in time order. ``"free"`` accepts any tick and day
         and never moves the clock: for a bus that merges several runs, such
-        as a :class:`~ringbus.redis_streams.RedisSource`'s. A journal needs a
+        as a :class:`~ringbus.transports.redis_streams.RedisSource`'s. A journal needs a
         monotonic bus.
     snapshot_debug_events
         How many recent events ``snapshot(debug_events=True)`` carries.

@@ -67,7 +67,7 @@ def _verify_command(args: argparse.Namespace) -> int:
 
 def _replay_command(args: argparse.Namespace) -> int:
     from .. import EventBus, EventBusConfig
-    from ..kpi import KpiSubscriber
+    from ..sim.kpi import KpiSubscriber
 
     try:
         open_journal_file(args.file).close()

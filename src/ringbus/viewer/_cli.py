@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from ringbus import EventBus, EventBusConfig
     from ringbus.demo import DemoWorld
-    from ringbus.kpi import KpiSubscriber
+    from ringbus.sim.kpi import KpiSubscriber
 
     bus = EventBus(EventBusConfig(name="demo"))
     kpi = KpiSubscriber()

@@ -2,10 +2,10 @@
 
 Each worker process runs a seeded :class:`~ringbus.demo.DemoWorld` on its
 own bus and sends every drain to a Redis stream through a
-:class:`~ringbus.redis_streams.RedisStreamSink`; it also counts its own KPIs
+:class:`~ringbus.transports.redis_streams.RedisStreamSink`; it also counts its own KPIs
 and reports them. One aggregator process reads the stream through a
-:class:`~ringbus.redis_streams.RedisStreamSource` into its bus and runs a
-:class:`~ringbus.kpi.KpiSubscriber` over the merged events. The aggregator's
+:class:`~ringbus.transports.redis_streams.RedisStreamSource` into its bus and runs a
+:class:`~ringbus.sim.kpi.KpiSubscriber` over the merged events. The aggregator's
 totals equal the sum of the workers' own — the demo checks that and exits
 non-zero if they differ.
 
@@ -29,12 +29,12 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._bus import EventBus
-from ._config import EventBusConfig
-from .demo import DemoWorld
-from .health import BUS_HEALTH, HealthReporter
-from .kpi import KpiSubscriber
-from .redis_streams import RedisStreamSink, RedisStreamSource, _text, connect
+from .._bus import EventBus
+from .._config import EventBusConfig
+from ..sim.health import BUS_HEALTH, HealthReporter
+from ..sim.kpi import KpiSubscriber
+from ..transports.redis_streams import RedisStreamSink, RedisStreamSource, as_text, connect
+from .world import DemoWorld
 
 __all__ = ["main", "merge_counts", "run_aggregator", "run_worker"]
 
@@ -156,7 +156,7 @@ def run_aggregator(
         bus.drain()
         if not published and not source.uncommitted:
             results = client.hgetall(keys["results"])
-            done = {_text(key): json.loads(value) for key, value in results.items()}
+            done = {as_text(key): json.loads(value) for key, value in results.items()}
             marks = source.high_water_marks()
             if all(
                 name in done and marks.get(name, 0) >= done[name]["last_seq"] for name in workers

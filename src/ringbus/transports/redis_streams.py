@@ -21,12 +21,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .transports import Transform, _RetryingTransport, validate_event_dict
+from ._base import RetryingTransport, Transform, validate_event_dict
 
 if TYPE_CHECKING:
     import redis
 
 __all__ = [
+    "as_text",
     "ORIGIN_SEQ_TAG",
     "PRODUCER_TAG",
     "RedisStreamSink",
@@ -49,7 +50,7 @@ def _import_redis() -> Any:
         import redis
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "ringbus.redis_streams needs redis-py: pip install 'ringbus[redis]'"
+            "ringbus.transports.redis_streams needs redis-py: pip install 'ringbus[redis]'"
         ) from None
     return redis
 
@@ -73,7 +74,7 @@ def connect(url: str = "redis://127.0.0.1:6379/0", *, timeout: float = 1.0) -> r
     return client
 
 
-def _text(value: object) -> str:
+def as_text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -91,7 +92,7 @@ def origin_of(event: Any) -> tuple[str, int] | None:
     return producer, seq
 
 
-class RedisStreamSink(_RetryingTransport):
+class RedisStreamSink(RetryingTransport):
     """Append each drain's events to a Redis stream, in one pipeline.
 
     Entries are ``{"producer": <bus config name>, "seq": <seq>, "event":
@@ -326,7 +327,7 @@ class RedisStreamSource:
             if "BUSYGROUP" not in str(error):
                 raise
         stored = self.client.hgetall(self.state_key)
-        self._hwm = {_text(key): int(value) for key, value in stored.items()}
+        self._hwm = {as_text(key): int(value) for key, value in stored.items()}
         self._committed_hwm = dict(self._hwm)
         self._started = True
 
@@ -371,7 +372,7 @@ class RedisStreamSource:
                 start_id=self._claim_cursor,
                 count=count,
             )
-            cursor, claimed = _text(reply[0]), reply[1]
+            cursor, claimed = as_text(reply[0]), reply[1]
             if len(reply) > 2 and reply[2]:
                 # Redis >= 7 drops pending entries that trimming deleted: count them.
                 self.trimmed += len(reply[2])
@@ -430,10 +431,10 @@ class RedisStreamSource:
 
     def _reject(self, entry_id: Any, fields: Any, problem: str, *, invalid: bool = True) -> None:
         self.invalid += invalid
-        self.last_invalid.append(f"{_text(entry_id)}: {problem}")
-        record = {"entry_id": _text(entry_id), "problem": problem}
+        self.last_invalid.append(f"{as_text(entry_id)}: {problem}")
+        record = {"entry_id": as_text(entry_id), "problem": problem}
         for key, value in (fields or {}).items():
-            record[f"field:{_text(key)}"] = _text(value)
+            record[f"field:{as_text(key)}"] = as_text(value)
         self._to_reject.append(record)
 
     def _publish(self, entry_id: Any, fields: Any) -> int:
@@ -442,11 +443,11 @@ class RedisStreamSource:
             problem = "entry was trimmed from the stream before it was read"
             self._reject(entry_id, fields, problem, invalid=False)
             return 0
-        data = {_text(key): value for key, value in fields.items()}
+        data = {as_text(key): value for key, value in fields.items()}
         try:
-            producer = _text(data["producer"])
-            seq = int(_text(data["seq"]))
-            record = json.loads(_text(data["event"]))
+            producer = as_text(data["producer"])
+            seq = int(as_text(data["seq"]))
+            record = json.loads(as_text(data["event"]))
         except (KeyError, ValueError) as error:
             self._reject(entry_id, fields, f"not a ringbus entry: {type(error).__name__}: {error}")
             return 0

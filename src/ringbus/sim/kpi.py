@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from . import kinds as k
-from ._subscriber import SnapshotSubscriber
+from .. import kinds as k
+from .._subscriber import SnapshotSubscriber
 
 __all__ = ["COUNTED_KINDS", "KPI_NAMES", "KpiSubscriber"]
 
@@ -92,7 +92,7 @@ class KpiSubscriber(SnapshotSubscriber):
     Examples
     --------
     >>> from ringbus import EventBus, kinds
-    >>> from ringbus.kpi import KpiSubscriber
+    >>> from ringbus.sim.kpi import KpiSubscriber
     >>> bus = EventBus()
     >>> kpi = KpiSubscriber()
     >>> kpi.attach(bus)

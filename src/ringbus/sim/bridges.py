@@ -47,7 +47,7 @@ class EventLogHandler(logging.Handler):
     --------
     >>> import logging
     >>> from ringbus import EventBus
-    >>> from ringbus.bridges import EventLogHandler
+    >>> from ringbus.sim.bridges import EventLogHandler
     >>> bus = EventBus()
     >>> log = logging.getLogger("depot")
     >>> log.propagate = False
@@ -121,7 +121,7 @@ class CounterAdapter:
     Examples
     --------
     >>> from ringbus import EventBus, kinds
-    >>> from ringbus.bridges import CounterAdapter
+    >>> from ringbus.sim.bridges import CounterAdapter
     >>> bus = EventBus()
     >>> stats = CounterAdapter(bus, kinds={"deliveries_ok": kinds.DELIVERY_COMPLETED})
     >>> stats.increment("deliveries_ok")

@@ -21,13 +21,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import kinds as k
-from ._backend import BACKEND
-from ._bus import EventBus
-from ._config import EventBusConfig
-from .evidence import EvidenceRule, EvidenceSubscriber
-from .incidents import IncidentLog
-from .kpi import KpiSubscriber
+from .. import kinds as k
+from .._backend import BACKEND
+from .._bus import EventBus
+from .._config import EventBusConfig
+from ..sim.evidence import EvidenceRule, EvidenceSubscriber
+from ..sim.incidents import IncidentLog
+from ..sim.kpi import KpiSubscriber
 
 __all__ = ["DemoWorld", "StreamHasher", "main"]
 
@@ -78,7 +78,7 @@ class DemoWorld:
     --------
     >>> from ringbus import EventBus
     >>> from ringbus.demo import DemoWorld
-    >>> from ringbus.kpi import KpiSubscriber
+    >>> from ringbus.sim.kpi import KpiSubscriber
     >>> bus = EventBus()
     >>> kpi = KpiSubscriber()
     >>> kpi.attach(bus)

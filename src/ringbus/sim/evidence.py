@@ -18,8 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import kinds as k
-from ._subscriber import SnapshotSubscriber
+from .. import kinds as k
+from .._subscriber import SnapshotSubscriber
 
 __all__ = ["DEFAULT_RULES", "EVIDENCE_RAISED", "SCOPES", "EvidenceRule", "EvidenceSubscriber"]
 

@@ -65,7 +65,7 @@ class HealthReporter:
     Examples
     --------
     >>> from ringbus import EventBus
-    >>> from ringbus.health import HealthReporter
+    >>> from ringbus.sim.health import HealthReporter
     >>> bus = EventBus()
     >>> reporter = HealthReporter(every_ticks=10, timer=None).attach(bus)
     >>> bus.drain()

@@ -12,8 +12,8 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import kinds as k
-from ._subscriber import SnapshotSubscriber
+from .. import kinds as k
+from .._subscriber import SnapshotSubscriber
 
 __all__ = ["Incident", "IncidentLog"]
 
@@ -88,7 +88,7 @@ class IncidentLog(SnapshotSubscriber):
     Examples
     --------
     >>> from ringbus import EventBus, kinds
-    >>> from ringbus.incidents import IncidentLog
+    >>> from ringbus.sim.incidents import IncidentLog
     >>> bus = EventBus()
     >>> log = IncidentLog()
     >>> log.attach(bus)
