@@ -34,7 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from perf_targets import RETRY_FACTOR, TARGETS, Target, markdown_table
-from ringbus import EventBusConfig, bus_class_for
+from ringbus import EventBusConfig
 from ringbus._bench import (
     SCENARIOS,
     Runner,
@@ -46,6 +46,7 @@ from ringbus._bench import (
     make_batch,
     make_runner,
 )
+from ringbus._bus import bus_class_for
 from ringbus.kinds import CORE_KINDS
 
 HERE = Path(__file__).resolve().parent

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from bench_support import core_module, core_params
-from ringbus import bus_class_for
 from ringbus._bench import SCENARIOS, expected_deliveries, make_batch
+from ringbus._bus import bus_class_for
 
 SCENARIO = SCENARIOS["S3"]
 TICKS = 10  # 1000 events per call

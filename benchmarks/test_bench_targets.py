@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from bench_support import core_module, core_params
-from ringbus import EventBusConfig, bus_class_for
+from ringbus import EventBusConfig
 from ringbus._bench import empty_publish, expected_deliveries, make_batch, make_runner
+from ringbus._bus import bus_class_for
 from ringbus.kinds import CORE_KINDS
 
 BATCH = make_batch(100) * 10  # 1000 events per timed call

@@ -42,7 +42,7 @@ from ringbus._normalise import (
     FIELDS,
     MAX_PAYLOAD_ITEMS_LIMIT,
     TRUNCATED_KEY,
-    check_clock,
+    check_non_negative,
     check_id,
     check_kind,
     check_limit,
@@ -147,7 +147,7 @@ cdef inline long long _clock_arg(str name, object value) except -1:
         number = PyLong_AsLongLongAndOverflow(value, &overflow)
         if overflow == 0 and number >= 0:
             return number
-    return check_clock(name, value)
+    return check_non_negative(name, value)
 
 
 cdef inline bint _scalar(PyObject* value) noexcept:
@@ -367,9 +367,9 @@ cdef class WorldEvent:
     ):
         if self._flat is not None or self._view_of is not None:
             raise AttributeError("WorldEvent is immutable: cannot set 'seq'")
-        cdef long long seq_value = check_clock("seq", seq)
-        cdef long long tick_value = check_clock("tick", tick)
-        cdef long long day_value = check_clock("day", day)
+        cdef long long seq_value = check_non_negative("seq", seq)
+        cdef long long tick_value = check_non_negative("tick", tick)
+        cdef long long day_value = check_non_negative("day", day)
         kind = check_kind(kind)
         polity_id = check_id("polity_id", polity_id)
         ward_id = check_id("ward_id", ward_id)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import ringbus
+from ringbus._bus import bus_class_for
 from ringbus._switch import extensions_disabled
 
 NO_EXTENSIONS = extensions_disabled()
@@ -43,7 +44,7 @@ def _load(name: str) -> Backend:
     return Backend(
         name=name,
         core=module,
-        EventBus=ringbus.bus_class_for(module),
+        EventBus=bus_class_for(module),
         WorldEvent=module.WorldEvent,
         RingCore=module.RingCore,
     )

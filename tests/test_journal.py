@@ -275,9 +275,10 @@ def test_a_failed_write_does_not_advance_the_chain(backend: Any, tmp_path: Path)
         import importlib, os, resource, signal, sys
         sys.path.insert(0, {SRC!r})
         import ringbus
+        from ringbus._bus import bus_class_for
         from ringbus.journal import Journal
         core = importlib.import_module({backend.core.__name__!r})
-        bus = ringbus.bus_class_for(core)(ringbus.EventBusConfig(max_payload_items=64))
+        bus = bus_class_for(core)(ringbus.EventBusConfig(max_payload_items=64))
         journal = Journal({str(path)!r}, fsync="always")
         bus.publish("SMALL", payload={{"n": 1}})
         small = bus.pending_events()[-1]
@@ -500,8 +501,9 @@ import importlib, sys
 sys.path.insert(0, {src!r})
 import ringbus
 from ringbus.journal import Journal
+from ringbus._bus import bus_class_for
 core = importlib.import_module({core!r})
-bus = ringbus.bus_class_for(core)()
+bus = bus_class_for(core)()
 journal = Journal({path!r}, fsync="never")
 journal.attach(bus, resume=True)
 assert bus.latest_seq() == (journal.last_seq or 0)

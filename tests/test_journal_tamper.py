@@ -432,8 +432,9 @@ import importlib, sys
 sys.path.insert(0, {src!r})
 import ringbus
 from ringbus.journal import Journal
+from ringbus._bus import bus_class_for
 core = importlib.import_module({core!r})
-bus = ringbus.bus_class_for(core)(ringbus.EventBusConfig(max_pending=4096))
+bus = bus_class_for(core)(ringbus.EventBusConfig(max_pending=4096))
 journal = Journal({path!r}, fsync="never", checkpoint_every=500)
 journal.attach(bus, resume=True)
 tick = journal.last_tick or 0
@@ -489,9 +490,10 @@ def test_a_failed_group_commit_leaves_file_and_chain_as_they_were(
         import importlib, os, resource, signal, sys
         sys.path.insert(0, {SRC!r})
         import ringbus
+        from ringbus._bus import bus_class_for
         from ringbus.journal import Journal
         core = importlib.import_module({backend.core.__name__!r})
-        bus = ringbus.bus_class_for(core)(ringbus.EventBusConfig(max_payload_items=64))
+        bus = bus_class_for(core)(ringbus.EventBusConfig(max_payload_items=64))
         journal = Journal({str(path)!r}, fsync="always")
         journal.attach(bus)
         bus.publish("SMALL", payload={{"n": 1}})

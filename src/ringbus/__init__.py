@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import kinds
 from ._backend import BACKEND, FIELDS, WorldEvent
-from ._bus import EventBus, bus_class_for
+from ._bus import EventBus
 from ._config import EventBusConfig
 from ._deadletter import DeadLetter, DeadLetterQueue
 from ._errors import (
@@ -45,6 +45,5 @@ __all__ = [
     "UnknownDestinationError",
     "WorldEvent",
     "__version__",
-    "bus_class_for",
     "kinds",
 ]

@@ -19,7 +19,7 @@ from ._config import ERROR_POLICIES, ErrorPolicy, EventBusConfig
 from ._deadletter import DeadLetterQueue
 from ._deliveries import DeliveryRecord, DeliveryTracker
 from ._errors import UnknownDestinationError
-from ._normalise import check_clock
+from ._normalise import check_non_negative
 from ._registry import Handler, KindSelector, Registry, Subscription, member_of
 from ._schedule import SCHEDULE_FIELDS, Schedule
 from ._snapshot import (
@@ -584,7 +584,7 @@ class EventBusBase(_Core):
         ValueError, TypeError
             ``at_tick`` is not in the future, a field is unknown or invalid.
         """
-        at_tick = check_clock("at_tick", at_tick)
+        at_tick = check_non_negative("at_tick", at_tick)
         if at_tick <= self.tick:
             raise ValueError(
                 f"schedule() needs a tick after the current tick {self.tick}, got {at_tick}; "
@@ -599,7 +599,7 @@ class EventBusBase(_Core):
         self, at_tick: int, kind: str, fields: dict[str, Any]
     ) -> tuple[str, dict[str, Any]]:
         """Check a scheduled event as publishing it will; return its kind and JSON-ready fields."""
-        at_tick = check_clock("at_tick", at_tick)
+        at_tick = check_non_negative("at_tick", at_tick)
         unknown = sorted(set(fields) - set(SCHEDULE_FIELDS))
         if unknown:
             raise TypeError(
@@ -638,8 +638,8 @@ class EventBusBase(_Core):
         ValueError
             ``tick`` or ``day`` is before the clock's; nothing is released.
         """
-        tick = check_clock("tick", tick)
-        day = self.day if day is None else check_clock("day", day)
+        tick = check_non_negative("tick", tick)
+        day = self.day if day is None else check_non_negative("day", day)
         if tick < self.tick or day < self.day:
             super().set_clock(tick, day)  # refuses, naming what went back
         queue = self._schedule

@@ -28,7 +28,7 @@ __all__ = [
     "MAX_NESTING",
     "MAX_PAYLOAD_ITEMS_LIMIT",
     "TRUNCATED_KEY",
-    "check_clock",
+    "check_non_negative",
     "check_id",
     "check_kind",
     "check_limit",
@@ -112,7 +112,7 @@ def check_kind(kind: object) -> str:
     return kind
 
 
-def check_clock(name: str, value: object) -> int:
+def check_non_negative(name: str, value: object) -> int:
     """Return a non-negative 64-bit ``int`` (``seq``, ``tick``, ``day``)."""
     if type(value) is int:
         number = value
@@ -156,7 +156,7 @@ def check_limit(limit: object) -> int | None:
     """Validate the ``limit`` argument of ``get_since``."""
     if limit is None:
         return None
-    return check_clock("limit", limit)
+    return check_non_negative("limit", limit)
 
 
 def check_id(name: str, value: object) -> str | None:

@@ -29,10 +29,10 @@ from ._normalise import (
     DROP_POLICIES,
     FIELDS,
     MAX_PAYLOAD_ITEMS_LIMIT,
-    check_clock,
     check_id,
     check_kind,
     check_limit,
+    check_non_negative,
     check_positive,
     event_args_from_dict,
     jsonify,
@@ -100,9 +100,9 @@ class WorldEvent:
     ) -> None:
         if hasattr(self, "seq"):
             raise AttributeError("WorldEvent is immutable: cannot set 'seq'")
-        _set(self, "seq", check_clock("seq", seq))
-        _set(self, "tick", check_clock("tick", tick))
-        _set(self, "day", check_clock("day", day))
+        _set(self, "seq", check_non_negative("seq", seq))
+        _set(self, "tick", check_non_negative("tick", tick))
+        _set(self, "day", check_non_negative("day", day))
         _set(self, "kind", check_kind(kind))
         _set(self, "polity_id", check_id("polity_id", polity_id))
         _set(self, "ward_id", check_id("ward_id", ward_id))
@@ -334,8 +334,8 @@ class RingCore:
         ValueError
             ``tick`` or ``day`` is before the clock's.
         """
-        tick_value = check_clock("tick", tick)
-        day_value = self._day if day is None else check_clock("day", day)
+        tick_value = check_non_negative("tick", tick)
+        day_value = self._day if day is None else check_non_negative("day", day)
         if self._monotonic and tick_value < self._tick:
             raise ValueError(clock_back_message("tick", self._tick, tick_value))
         if self._monotonic and day_value < self._day:
@@ -390,8 +390,8 @@ class RingCore:
             return 0
         kind = check_kind(kind)
         # -1: the bus clock, read when the event is stored.
-        tick_value = -1 if tick is None else check_clock("tick", tick)
-        day_value = -1 if day is None else check_clock("day", day)
+        tick_value = -1 if tick is None else check_non_negative("tick", tick)
+        day_value = -1 if day is None else check_non_negative("day", day)
         polity_id = check_id("polity_id", polity_id)
         ward_id = check_id("ward_id", ward_id)
         actor_id = check_id("actor_id", actor_id)
@@ -525,7 +525,7 @@ class RingCore:
 
     def _skip_to(self, seq: int) -> None:
         """Move the seq counter forward so the next event gets ``seq + 1``."""
-        seq = check_clock("seq", seq)
+        seq = check_non_negative("seq", seq)
         if seq < self._seq:
             raise ValueError(f"cannot move seq back from {self._seq} to {seq}")
         self._seq = seq
@@ -689,7 +689,7 @@ class RingCore:
         limit
             At most this many events (the oldest of those that match).
         """
-        seq = check_clock("seq", seq)
+        seq = check_non_negative("seq", seq)
         limit = check_limit(limit)
         retained = self._retained()
         start = len(retained)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._deliveries import DeliveryTracker
-from ._normalise import check_clock
+from ._normalise import check_non_negative
 from ._schedule import Schedule
 
 __all__ = [
@@ -138,7 +138,7 @@ def take_snapshot(bus: Any, debug_events: bool | int) -> dict[str, Any]:
         count = (
             bus._config.snapshot_debug_events
             if debug_events is True
-            else check_clock("debug_events", debug_events)
+            else check_non_negative("debug_events", debug_events)
         )
         recent = bus.get_since(max(0, bus.latest_seq() - count)) if count else []
         state["debug_events"] = [event.to_dict() for event in recent[-count:] if count]
@@ -159,9 +159,9 @@ def prepare_restore(bus: Any, snapshot: object) -> tuple[Callable[[], None], dic
     for key in ("seq", "tick", "day", "pending", "hooks"):
         if key not in snapshot:
             raise ValueError(f"snapshot is missing {key!r}")
-    seq = check_clock("seq", snapshot["seq"])
-    tick = check_clock("tick", snapshot["tick"])
-    day = None if snapshot["day"] is None else check_clock("day", snapshot["day"])
+    seq = check_non_negative("seq", snapshot["seq"])
+    tick = check_non_negative("tick", snapshot["tick"])
+    day = None if snapshot["day"] is None else check_non_negative("day", snapshot["day"])
     hooks = snapshot["hooks"]
     if not isinstance(hooks, dict):
         raise ValueError("snapshot 'hooks' must be a dict")

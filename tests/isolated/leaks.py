@@ -17,13 +17,14 @@ import sys
 import tracemalloc
 
 import ringbus
+from ringbus._bus import bus_class_for
 
 
 def main(core_name: str) -> int:
     module = importlib.import_module(
         "ringbus._ringbus" if core_name == "cython" else "ringbus._ringbus_py"
     )
-    bus_class = ringbus.bus_class_for(module)
+    bus_class = bus_class_for(module)
     failures: list[str] = []
 
     # 1. evicted payload values are released
