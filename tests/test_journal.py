@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import ringbus
+from _journals import SRC, run_world
 from ringbus import kinds
 from ringbus.__main__ import main as ringbus_main
 from ringbus.journal import (
@@ -27,25 +27,6 @@ from ringbus.journal import (
     read_journal,
     verify_journal,
 )
-
-# Where the ringbus under test lives (the source tree or site-packages).
-SRC = str(Path(ringbus.__file__).resolve().parent.parent)
-
-
-def run_world(bus: Any, ticks: int = 10, per_tick: int = 3) -> None:
-    """Publish a small deterministic stream, one drain per tick."""
-    for tick in range(ticks):
-        bus.set_clock(tick, tick // 4)
-        for i in range(per_tick):
-            kind = (kinds.DELIVERY_COMPLETED, kinds.DELIVERY_FAILED, kinds.DEPOT_BUILT)[i % 3]
-            bus.publish(
-                kind,
-                polity_id=f"p{i % 2}",
-                subject_id=f"s{tick}",
-                payload={"n": tick * per_tick + i, "name": f"caf\u00e9|{i}", "xs": [1, [2]]},
-                tags=("t",),
-            )
-        bus.drain()
 
 
 def write_journal(backend: Any, path: Path, **options: Any) -> list[Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-import ringbus
+from _journals import SRC, run_world
 from ringbus import kinds
 from ringbus.__main__ import main as ringbus_main
 from ringbus.journal import (
@@ -27,24 +27,6 @@ from ringbus.journal import (
     verify_journal,
 )
 
-SRC = str(Path(ringbus.__file__).resolve().parent.parent)
-
-
-def run_world(bus: Any, ticks: int = 10, per_tick: int = 3) -> None:
-    for tick in range(ticks):
-        bus.set_clock(tick, tick // 4)
-        for i in range(per_tick):
-            bus.publish(
-                (kinds.DELIVERY_COMPLETED, kinds.DELIVERY_FAILED, kinds.DEPOT_BUILT)[i % 3],
-                polity_id=f"p{i % 2}",
-                ward_id="w1",
-                actor_id="a7",
-                subject_id=f"s{tick}",
-                payload={"n": tick * per_tick + i, "name": f"caf\u00e9|{i}", "xs": [1, [2]]},
-                tags=("t", "u"),
-            )
-        bus.drain()
-
 
 def write(backend: Any, path: Path, **options: Any) -> Journal:
     """Header, 30 events (ticks 0..9, 3 per drain), checkpoints as asked, a seal."""
@@ -53,7 +35,7 @@ def write(backend: Any, path: Path, **options: Any) -> Journal:
     bus = backend.bus()
     with Journal(path, **options) as journal:
         journal.attach(bus)
-        run_world(bus)
+        run_world(bus, every_field=True)
     return journal
 
 
