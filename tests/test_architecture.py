@@ -9,7 +9,7 @@ from pathlib import Path
 import ringbus
 
 PACKAGE = Path(ringbus.__file__).resolve().parent
-FOLDERS = ("sim", "journal", "transports", "viewer", "demo")
+FOLDERS = ("sim", "journal", "transports", "viewer", "demo", "cli")
 
 
 def imports_of(path: Path) -> list[str]:
@@ -53,3 +53,10 @@ def test_no_folder_reaches_into_another_folders_private_names() -> None:
                 continue
             private = [part for part in name.split(".")[2:] if part.startswith("_")]
             assert not private, f"{path.relative_to(PACKAGE)} imports {name}"
+
+
+def test_only_the_command_line_parses_arguments() -> None:
+    for path in modules():
+        if path.relative_to(PACKAGE).parts[0] == "cli":
+            continue
+        assert "argparse" not in imports_of(path), path.relative_to(PACKAGE)

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from ringbus import __main__ as cli
-from ringbus import _bench
+from ringbus import cli
 from ringbus._bench import (
     SCENARIOS,
     available_implementations,
@@ -18,6 +17,7 @@ from ringbus._bench import (
     make_batch,
     make_runner,
 )
+from ringbus.cli import main as cli_main
 from ringbus.kinds import CORE_KINDS
 
 
@@ -26,7 +26,8 @@ def implementation_for(backend: Any) -> str:
 
 
 def test_bench_is_a_registered_command() -> None:
-    assert cli.COMMANDS["bench"][0] == "ringbus._bench:main"
+    assert cli.COMMANDS["bench"][0] == "bench"
+    assert "bench" in cli.build_parser().format_help()
 
 
 def test_workload_is_fixed_and_sim_like() -> None:
@@ -65,7 +66,7 @@ def test_check_deliveries_catches_a_wrong_count(backend: Any) -> None:
 
 
 def test_bench_prints_the_table(backend: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    code = _bench.main(["--rounds", "1", "--scenarios", "s1,S3", "--no-floor"])
+    code = cli_main(["bench", "--rounds", "1", "--scenarios", "s1,S3", "--no-floor"])
     out = capsys.readouterr().out
     assert code == 0
     assert "S1 ns/event" in out and "S3 ns/event" in out and "S2 ns/event" not in out
@@ -83,7 +84,7 @@ def test_missing_peers_are_skipped_with_a_note(
     names, notes = available_implementations(None)
     assert names[-1] == "ringbus pure"
     assert "psygnal skipped: not installed (pip install psygnal)" in notes
-    assert _bench.main(["--rounds", "1", "--scenarios", "S2", "--no-floor"]) == 0
+    assert cli_main(["bench", "--rounds", "1", "--scenarios", "S2", "--no-floor"]) == 0
     out = capsys.readouterr().out
     assert "note: pyee skipped: not installed" in out
     rows = {line.split("  ")[0].strip() for line in out.splitlines()}
@@ -91,9 +92,7 @@ def test_missing_peers_are_skipped_with_a_note(
 
 
 def test_bad_arguments_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        _bench.main(["--scenarios", "S9"])
-    assert exit_info.value.code == 2
+    assert cli_main(["bench", "--scenarios", "S9"]) == 2
     assert "unknown scenarios S9" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown implementation 'nanobus'"):
         make_runner("nanobus", "S1")

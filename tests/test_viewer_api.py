@@ -23,8 +23,8 @@ import pytest
 
 import ringbus
 from ringbus import kinds
+from ringbus.cli import main as cli_main
 from ringbus.viewer import CONTENT_SECURITY_POLICY, MAX_LIMIT, ViewerServer, serve
-from ringbus.viewer import _cli as viewer_cli
 
 POLITIES = ("north", "south", "east")
 WARDS = ("w1", "w2")
@@ -678,5 +678,5 @@ def test_cli_serves_a_running_world_until_interrupted(backend: Any) -> None:
 
 
 def test_cli_rejects_bad_options() -> None:
-    assert viewer_cli.main(["--days", "-1"]) == 2
-    assert viewer_cli.main(["--tick-delay", "-1"]) == 2
+    assert cli_main(["viewer", "--days", "-1"]) == 2
+    assert cli_main(["viewer", "--tick-delay", "-1"]) == 2

@@ -24,7 +24,6 @@ rounds, so every implementation sees the same machine noise.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib
 import importlib.metadata
@@ -52,6 +51,9 @@ from ._switch import extensions_disabled
 from .kinds import CORE_KINDS
 
 __all__ = [
+    "run_table",
+    "environment_lines",
+    "PEER_PACKAGES",
     "FLOOR_SOURCE",
     "empty_publish",
     "IMPLEMENTATIONS",
@@ -64,7 +66,6 @@ __all__ = [
     "compiled_core",
     "expected_deliveries",
     "format_table",
-    "main",
     "make_batch",
     "make_runner",
     "measure",
@@ -362,7 +363,7 @@ IMPLEMENTATIONS = (
     "pyee",
     "blinker",
 )
-_PEER_PACKAGES = {
+PEER_PACKAGES = {
     "psygnal emit_fast": "psygnal",
     "psygnal emit": "psygnal",
     "pyee": "pyee",
@@ -587,7 +588,7 @@ def available_implementations(
             continue
         if name == "floor" and floor is None:
             continue
-        package = _PEER_PACKAGES.get(name)
+        package = PEER_PACKAGES.get(name)
         if package is not None and not _importable(package):
             note = f"{package} skipped: not installed (pip install {package})"
             if note not in notes:
@@ -717,57 +718,3 @@ def format_table(
         return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))])
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def main(argv: Sequence[str]) -> int:
-    """``python -m ringbus bench``: print the S1-S4 table (ns per event, medians)."""
-    parser = argparse.ArgumentParser(
-        prog="ringbus bench",
-        description=(
-            "Time ringbus, its pure-Python twin, a minimal compiled floor and the installed "
-            "peers (psygnal, pyee, blinker) on the same sim-like workload: 100 events per "
-            "tick (S4: 1000), a drain after every tick, handlers that only count. "
-            "Prints medians in ns per published event; lower is better."
-        ),
-    )
-    parser.add_argument(
-        "--scenarios", default="S1,S2,S3,S4", help="comma-separated, from S1,S2,S3,S4"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=15, help="interleaved samples per implementation"
-    )
-    parser.add_argument("--no-floor", action="store_true", help="do not build the floor")
-    parser.add_argument("--no-peers", action="store_true", help="ringbus only")
-    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
-    args = parser.parse_args(list(argv))
-    scenarios = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
-    unknown = [s for s in scenarios if s not in SCENARIOS]
-    if unknown or not scenarios:
-        parser.error(f"unknown scenarios {', '.join(unknown)}: use S1, S2, S3, S4")
-    if args.rounds < 1:
-        parser.error("--rounds must be >= 1")
-    floor: ModuleType | None = None
-    notes: list[str] = []
-    if not args.no_floor:
-        print("building the floor (a minimal Cython bus) ...", file=sys.stderr, flush=True)
-        floor, note = build_floor()
-        if note:
-            notes.append(note)
-    names, more_notes = available_implementations(floor)
-    notes += more_notes
-    if args.no_peers:
-        names = [name for name in names if name not in _PEER_PACKAGES]
-    for line in environment_lines():
-        print(line)
-    for scenario in scenarios:
-        sc = SCENARIOS[scenario]
-        print(f"  {scenario}: {sc.title} ({sc.events_per_tick} events per tick, drain each tick)")
-    print()
-    table = run_table(names, scenarios, args.rounds, floor)
-    print(format_table(table, scenarios, markdown=args.markdown))
-    print()
-    print("ns per published event, median of interleaved samples; lower is better.")
-    print("Peers deliver synchronously and keep no seq, ring or record; ringbus does.")
-    for note in notes:
-        print(f"note: {note}")
-    return 0

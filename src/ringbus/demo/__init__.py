@@ -8,6 +8,6 @@ that feed one aggregator through Redis Streams.
 
 from __future__ import annotations
 
-from .world import DemoWorld, StreamHasher, main
+from .world import DemoWorld, StreamHasher
 
-__all__ = ["DemoWorld", "StreamHasher", "main"]
+__all__ = ["DemoWorld", "StreamHasher"]

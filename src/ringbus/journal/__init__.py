@@ -11,7 +11,6 @@ signatures (the ``sign`` extra) make a rewritten chain detectable.
 
 from __future__ import annotations
 
-from ._cli import main
 from ._format import (
     CHAINED_FORMAT,
     DEFAULT_CHECKPOINT_EVERY,
@@ -32,7 +31,13 @@ from ._format import (
 )
 from ._replay import ReplayReport, replay_journal
 from ._sign import SigningKey, VerifyKey, generate_keypair, load_private_key, load_public_key
-from ._verify import JournalProblem, JournalReport, read_journal, verify_journal
+from ._verify import (
+    JournalProblem,
+    JournalReport,
+    open_journal_file,
+    read_journal,
+    verify_journal,
+)
 from ._writer import Journal
 
 __all__ = [
@@ -60,8 +65,8 @@ __all__ = [
     "line_hash",
     "load_private_key",
     "load_public_key",
-    "main",
     "mark_message",
+    "open_journal_file",
     "read_journal",
     "replay_journal",
     "verify_journal",

@@ -19,8 +19,8 @@ first and counted in ``dropped``; every transport reports its counters with
 from __future__ import annotations
 
 from .._normalise import EVENT_SCHEMA
-from ._base import RetryingTransport, Transform, Transport, validate_event_dict
-from .feed import SocketFeed, feed_main, read_feed
+from ._base import RetryingTransport, Transform, Transport, dumps_record, validate_event_dict
+from .feed import SocketFeed, read_feed
 from .http import HttpTransport
 from .stdout import StdoutTransport
 
@@ -32,7 +32,7 @@ __all__ = [
     "StdoutTransport",
     "Transform",
     "Transport",
-    "feed_main",
+    "dumps_record",
     "read_feed",
     "validate_event_dict",
 ]

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-import fnmatch
 import json
 import select
 import socket
-import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
-from ._base import Record, Transform, Transport, dumps_record
+from ._base import Record, Transform, Transport
 
-__all__ = ["SocketFeed", "feed_main", "read_feed"]
+__all__ = ["SocketFeed", "read_feed"]
 
 
 class SocketFeed(Transport):
@@ -149,36 +146,3 @@ def read_feed(
             count += 1
             if limit is not None and count >= limit:
                 return
-
-
-def feed_main(argv: Sequence[str] | None = None) -> int:
-    """``ringbus feed HOST:PORT``: print a :class:`SocketFeed`'s records as JSON lines."""
-    parser = argparse.ArgumentParser(
-        prog="ringbus feed", description="Read a ringbus SocketFeed and print its JSON lines."
-    )
-    parser.add_argument("address", help="HOST:PORT the feed listens on")
-    parser.add_argument("--kinds", nargs="+", help="only these kinds (fnmatch globs allowed)")
-    parser.add_argument("--limit", type=int, help="stop after this many records")
-    parser.add_argument("--timeout", type=float, help="seconds to wait for a line (default: ever)")
-    args = parser.parse_args(argv)
-    host, _, port = args.address.rpartition(":")
-    if not host or not port.isdigit():
-        parser.error(f"address must be HOST:PORT, got {args.address!r}")
-    printed = 0
-    try:
-        for record in read_feed(host, int(port), timeout=args.timeout):
-            kind = str(record.get("kind", ""))
-            if args.kinds and not any(
-                fnmatch.fnmatchcase(kind, kind_glob) for kind_glob in args.kinds
-            ):
-                continue
-            print(dumps_record(record), flush=True)
-            printed += 1
-            if args.limit is not None and printed >= args.limit:
-                break
-    except OSError as error:
-        print(f"ringbus feed: {args.address}: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0

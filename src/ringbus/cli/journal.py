@@ -6,14 +6,20 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
 
-from ._format import JournalError
-from ._replay import replay_journal
-from ._sign import generate_keypair
-from ._verify import JournalReport, open_journal_file, verify_journal
+from ..journal import (
+    JournalError,
+    JournalReport,
+    generate_keypair,
+    open_journal_file,
+    replay_journal,
+    verify_journal,
+)
 
-__all__ = ["main"]
+__all__ = ["DESCRIPTION", "configure", "run"]
+
+#: What ``ringbus --help`` and the command's ``--help`` say it does.
+DESCRIPTION = "Work with ringbus event journals (JSON Lines): verify, replay, keygen."
 
 
 def _verdict(path: str, report: JournalReport) -> str:
@@ -121,11 +127,8 @@ def _hex_hash(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``ringbus journal`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="ringbus journal", description="Work with ringbus event journals (JSON Lines)."
-    )
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's options (its own subcommands) to ``parser``."""
     commands = parser.add_subparsers(dest="command", required=True)
     verify = commands.add_parser(
         "verify",
@@ -194,16 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keygen.add_argument("private_key", help="where the private key goes (must not exist)")
     keygen.add_argument("--public-key", help="where the public key goes (default: PRIVATE_KEY.pub)")
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``ringbus journal verify | replay | keygen``; return the exit code."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
     if args.command == "replay":
         return _replay_command(args)
     if args.command == "keygen":

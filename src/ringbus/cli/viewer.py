@@ -6,21 +6,20 @@ import argparse
 import ipaddress
 import sys
 import threading
-from collections.abc import Sequence
 
-from ._server import serve
+from ..viewer import serve
 
-__all__ = ["main"]
+__all__ = ["DESCRIPTION", "configure", "run"]
+
+#: What ``ringbus --help`` and the command's ``--help`` say it does.
+DESCRIPTION = (
+    "Run the seeded demo world slowly and serve the event viewer over its bus, until "
+    "Ctrl-C (or --days)."
+)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ringbus viewer",
-        description=(
-            "Run the seeded demo world slowly and serve the event viewer over its bus, "
-            "until Ctrl-C (or --days)."
-        ),
-    )
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's options to ``parser``."""
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any)")
     parser.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
@@ -33,12 +32,10 @@ def _parser() -> argparse.ArgumentParser:
         default=0.1,
         help="seconds to wait after each tick (default 0.1)",
     )
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``ringbus viewer``; return the exit code."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.days is not None and args.days < 0:
         print("ringbus viewer: --days must be >= 0", file=sys.stderr)
         return 2
