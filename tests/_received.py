@@ -22,10 +22,12 @@ ORDERS: tuple[tuple[str, ...], ...] = (
     ("tags", "payload_dict", "payload", "to_dict"),
 )
 
-#: seq: count only; read: read everything at delivery, keep nothing (so the
-#: core may reuse the event object); keep: keep unread, read after the ring
-#: has overwritten the slot; read_keep: both.
-MODES = ("seq", "read", "keep", "read_keep")
+#: header: read every field but the payload (a view's payload is never
+#: copied out); read: read everything at delivery, keep nothing (so the core
+#: may reuse the event object); keep: keep unread, read after the ring has
+#: overwritten the slot; read_keep: both.
+MODES = ("header", "read", "keep", "read_keep")
+HEADER = ("seq", "tick", "day", "kind", "polity_id", "ward_id", "actor_id", "subject_id")
 
 
 def read(event: Any, order: tuple[str, ...] = ORDERS[0]) -> dict[str, Any]:
@@ -43,11 +45,20 @@ def read(event: Any, order: tuple[str, ...] = ORDERS[0]) -> dict[str, Any]:
     return {name: reading[name] for name in ORDERS[0]}
 
 
-def expected_reading(data: dict[str, Any]) -> dict[str, Any]:
-    """What :func:`read` must give for an event whose ``to_dict()`` is ``data``.
+def read_header(event: Any) -> dict[str, Any]:
+    """Every field of ``event`` but the payload."""
+    reading = {name: getattr(event, name) for name in HEADER}
+    reading["tags"] = event.tags
+    return {"header": reading}
 
-    Payload values here are scalars or flat lists (stored as tuples).
+
+def expected_reading(data: dict[str, Any], mode: str = "read") -> dict[str, Any]:
+    """What a receiver in ``mode`` must read of an event whose ``to_dict()`` is ``data``.
+
+    Payload values here are scalars or lists (stored as tuples).
     """
+    if mode == "header":
+        return {"header": {**{name: data[name] for name in HEADER}, "tags": tuple(data["tags"])}}
 
     def stored(value: Any) -> Any:
         return tuple(stored(v) for v in value) if isinstance(value, list) else value
@@ -63,6 +74,8 @@ def expected_reading(data: dict[str, Any]) -> dict[str, Any]:
 
 class Receiver:
     """A handler that records ``(when, seq, reading)`` for every event it gets.
+
+    ``reading`` is None for an event kept unread.
 
     ``when`` is ``"at"`` for a reading at delivery time and ``"late"`` for
     the first reading of a kept event, taken by :meth:`read_kept` once
@@ -87,8 +100,8 @@ class Receiver:
         self.kept: list[tuple[Any, int]] = []
 
     def __call__(self, event: Any) -> None:
-        if self.mode == "seq":
-            self.log.append(("at", event.seq, None))
+        if self.mode == "header":
+            self.log.append(("at", event.seq, read_header(event)))
             return
         if self.mode in ("read", "read_keep"):
             self.log.append(("at", event.seq, read(event, self.order)))

@@ -557,4 +557,4 @@ def test_handlers_read_what_was_published(backend: Any, capacity: int, batch: st
         for when, seq, reading in receiver.log:
             if reading is not None:
                 where = (receiver.mode, receiver.order, when, seq)
-                assert reading == expected_reading(expected[seq]), where
+                assert reading == expected_reading(expected[seq], receiver.mode), where
