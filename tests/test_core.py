@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import ringbus
+from _received import MODES, ORDERS, Receiver, expected_reading
 from ringbus import CascadeLimitError, PendingOverflowError, RingFullError, kinds
 
 
@@ -523,3 +524,96 @@ def test_a_refused_nested_drain_runs_no_drain_listener(backend: Any) -> None:
     assert bus.drain() == 1
     assert calls == ["start", "end"]  # once, for the drain that ran
     assert len(refused) == 1 and "called from inside a handler" in refused[0]
+
+
+# Content that changes from one event to the next, with empty tags, payloads
+# and ids right after non-empty ones: what a reused event object must not keep.
+VIEW_PAYLOADS: tuple[Any, ...] = (
+    {"a": 1, "b": [1, 2], "c": "x"},
+    None,
+    {"d": 2.5},
+    {},
+    [("e", None), ("f", True)],
+    {"a": 2, "g": "y"},
+)
+VIEW_TAGS: tuple[tuple[str, ...], ...] = (("t1", "t2"), (), ("u",), (), ("t1",))
+VIEW_IDS: tuple[str | None, ...] = ("s1", None, "s2", None, None, "s3", "s1")
+
+
+@pytest.mark.parametrize("capacity", [1, 2, 3, 5])
+@pytest.mark.parametrize("batch", ["one", "exact_wrap", "wrap_with_pending"])
+def test_handlers_read_what_was_published(backend: Any, capacity: int, batch: str) -> None:
+    """Every field a handler reads is the published one: at delivery time, and
+    from a kept event first read after the ring has overwritten its slot.
+
+    Batches of one event, of exactly one lap and of one more than a lap (the
+    oldest pending event is overwritten before the drain) in small rings
+    exercise the reuse of delivered event objects nobody kept and the copy of
+    a kept event's payload out of a slot about to be overwritten. ``R``
+    events go only to handlers that keep nothing, so their event object is
+    reused for the next delivery; ``K`` events only to handlers that keep
+    them unread, so their payload is still in the slot when it is
+    overwritten; ``B`` events to both kinds and to handlers that read and
+    keep. The expected content comes from a directly built ``WorldEvent``.
+    """
+    size = {"one": 1, "exact_wrap": capacity, "wrap_with_pending": capacity + 1}[batch]
+    horizon = 3 * capacity
+    bus = backend.bus(max_events=capacity, max_pending=size + horizon)
+
+    def published() -> int:
+        return int(bus.stats()["published"])
+
+    receivers = []
+    for mode in MODES:
+        for order in range(len(ORDERS)):
+            receiver = Receiver(mode, order, horizon, published)
+            selector = {"keep": {"K", "B"}, "read_keep": {"B"}}.get(mode, {"R", "B", "F"})
+            bus.subscribe(receiver, kinds=selector)
+            receivers.append(receiver)
+    expected: dict[int, dict[str, Any]] = {}
+    number = 0
+
+    def publish(kind: str, tick: int) -> None:
+        nonlocal number
+        fields: dict[str, Any] = {
+            "polity_id": VIEW_IDS[number % 7],
+            "ward_id": VIEW_IDS[(number + 1) % 7],
+            "actor_id": VIEW_IDS[(number + 2) % 7],
+            "subject_id": VIEW_IDS[(number + 3) % 7],
+            "payload": VIEW_PAYLOADS[number % len(VIEW_PAYLOADS)],
+            "tags": VIEW_TAGS[number % len(VIEW_TAGS)],
+        }
+        number += 1
+        seq = bus.publish(kind, **fields)
+        direct = backend.WorldEvent(seq, tick, tick // 2, kind, **fields)
+        expected[seq] = direct.to_dict()
+
+    for tick in range(12):
+        bus.set_clock(tick, tick // 2)
+        for _ in range(size):
+            publish("RKRB"[number % 4], tick)
+        bus.drain()
+        for receiver in receivers:
+            receiver.read_kept()
+    for tick in range(12, 12 + horizon):  # overwrite every slot three times over
+        bus.set_clock(tick, tick // 2)
+        publish("F", tick)
+        bus.drain()
+        for receiver in receivers:
+            receiver.read_kept()
+
+    def of_kinds(names: str) -> list[int]:
+        return [seq for seq in sorted(expected) if expected[seq]["kind"] in names]
+
+    assert len(of_kinds("K")) >= 3
+    for receiver in receivers:
+        assert not receiver.kept, "a kept event was never read after its slot was overwritten"
+        delivered = [seq for when, seq, _ in receiver.log if when == "at"]
+        late = [seq for when, seq, _ in receiver.log if when == "late"]
+        names = {"keep": "KB", "read_keep": "B"}.get(receiver.mode, "RBF")
+        assert delivered == of_kinds(names), receiver.mode
+        assert late == (delivered if receiver.mode in ("keep", "read_keep") else []), receiver.mode
+        for when, seq, reading in receiver.log:
+            if reading is not None:
+                where = (receiver.mode, receiver.order, when, seq)
+                assert reading == expected_reading(expected[seq], receiver.mode), where

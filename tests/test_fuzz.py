@@ -2,7 +2,9 @@
 
 Whatever goes in, the outcome is either a correct event or a ``TypeError`` /
 ``ValueError`` with a message; never another exception, never a crash. Both
-cores must give the same outcome, message for message.
+cores must give the same outcome, message for message, and the payload or the
+error must be the one a small model of the normalisation rules (SPEC §2, §3)
+predicts.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +21,13 @@ from hypothesis import strategies as st
 from ringbus import TRUNCATED_KEY
 
 MAX_ITEMS = 5
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 class Level(enum.IntEnum):
@@ -117,6 +126,92 @@ CLOCKS = st.one_of(
 KINDS = st.one_of(st.text(max_size=6), st.none(), st.integers(), st.just(Colour.RED))
 
 
+class Rejected(Exception):
+    """The model's verdict on bad input: the error type and a fragment of its message."""
+
+
+def model_value(value: Any, depth: int = 0) -> Any:
+    """A payload value as it must be stored: scalars as their built-in type, sequences as tuples."""
+    if value is None or type(value) in (bool, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= int(value) <= 2**63 - 1:
+            raise Rejected("ValueError", "is outside the signed 64-bit range")
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Rejected("ValueError", "must be a finite float")
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        if depth == 8:
+            raise Rejected("ValueError", "is nested deeper than 8 levels")
+        return tuple(model_value(item, depth + 1) for item in value)
+    if isinstance(value, int):  # IntEnum and friends: the plain int
+        return int(value)
+    if isinstance(value, str):  # StrEnum and friends: the plain str
+        return str(value)
+    raise Rejected("TypeError", f"has unsupported type {type(value).__name__}")
+
+
+def model_payload(payload: Any, max_items: int | None) -> tuple[tuple[str, Any], ...]:
+    """The stored pairs for ``payload``, or :class:`Rejected` for the first bad item."""
+    if payload is None:
+        return ()
+    if isinstance(payload, Mapping):
+        items, need_pairs = list(payload.items()), False
+    elif isinstance(payload, (str, bytes, bytearray)) or not hasattr(payload, "__iter__"):
+        raise Rejected("TypeError", "payload must be a dict, an iterable of (key, value) pairs")
+    elif isinstance(payload, (set, frozenset)):
+        raise Rejected("TypeError", "payload must be ordered")
+    else:
+        items, need_pairs = payload, True
+    pairs: list[tuple[str, Any]] = []
+    for item in items:
+        if need_pairs and not (isinstance(item, (list, tuple)) and len(item) == 2):
+            raise Rejected("TypeError", "is not a (key, value) pair")
+        key, value = item
+        if not isinstance(key, str):
+            raise Rejected("TypeError", f"is not a str (got {type(key).__name__})")
+        if str(key) in dict(pairs):
+            raise Rejected("ValueError", f"payload key {str(key)!r} appears more than once")
+        pairs.append((str(key), model_value(value)))
+    keys = [key for key, _value in pairs]
+    marker = pairs and pairs[-1][0] == TRUNCATED_KEY and pairs[-1][1] is True
+    if TRUNCATED_KEY in keys and (max_items is not None or not marker):
+        raise Rejected("ValueError", f"payload key {TRUNCATED_KEY!r} is reserved")
+    if max_items is not None and len(pairs) > max_items:
+        pairs = [*pairs[: max_items - 1], (TRUNCATED_KEY, True)]
+    return tuple(pairs)
+
+
+def check_against_model(
+    payload: Any, max_items: int | None, result: tuple[Any, ...], only_payload: bool = True
+) -> None:
+    """``result`` (from :func:`outcome`) must be what the model predicts for ``payload``.
+
+    With ``only_payload=False`` other arguments may have caused an error, so
+    only an accepted event is checked.
+    """
+    try:
+        expected = model_payload(payload, max_items)
+    except Rejected as rejected:
+        if not only_payload:
+            assert result[0] == "error", (payload, result, rejected.args)
+            return
+        error_type, fragment = rejected.args
+        assert result[:2] == ("error", error_type), (payload, result, rejected.args)
+        assert fragment in result[2], (payload, result, rejected.args)
+        return
+    except ValueError as error:  # the payload's own iterator failed: the bus passes that on
+        assert result[0] == "error", (payload, result)
+        assert not only_payload or result == ("error", "ValueError", str(error)), (payload, result)
+        return
+    if only_payload or result[0] == "ok":
+        assert result[0] == "ok", (payload, result, expected)
+        # repr tells 1, 1.0 and True apart, and tuples from lists
+        assert repr(result[1]["pairs"]) == repr(expected), (payload, result)
+
+
 def outcome(call: Any) -> tuple[Any, ...]:
     """Run ``call``; return ("ok", result) or ("error", type, message)."""
     try:
@@ -144,12 +239,15 @@ def publish_outcome(backend: Any, payload: Any, **fields: Any) -> tuple[Any, ...
         assert seq == event.seq == 1
         data: dict[str, Any] = event.to_dict()
         check_event_dict(data)
-        assert len(event.payload) <= MAX_ITEMS
-        if len(event.payload) == MAX_ITEMS and event.payload[-1] == (TRUNCATED_KEY, True):
-            pass
+        # accepted input is None, a mapping or a sized list of pairs: truncated
+        # exactly when it had more items than fit, and then to exactly MAX_ITEMS
+        given = 0 if payload is None else len(payload)
+        truncated = bool(event.payload) and event.payload[-1] == (TRUNCATED_KEY, True)
+        assert truncated == (given > MAX_ITEMS), (given, event.payload)
+        assert len(event.payload) == min(given, MAX_ITEMS)
         assert type(event).from_dict(data) == event
         assert bus.drain() == 1
-        return data
+        return {"event": data, "pairs": event.payload}
 
     result = outcome(call)
     if result[0] == "error":
@@ -160,7 +258,8 @@ def publish_outcome(backend: Any, payload: Any, **fields: Any) -> tuple[Any, ...
 @SETTINGS
 @given(payload=PAYLOADS)
 def test_publish_payload_gives_an_event_or_a_clear_error(backend: Any, payload: Any) -> None:
-    publish_outcome(backend, payload)
+    result = publish_outcome(backend, payload)
+    check_against_model(payload, MAX_ITEMS, result)
 
 
 @SETTINGS
@@ -173,6 +272,7 @@ def test_both_cores_agree_on_publish(
         for backend in both_backends
     ]
     assert all(result == results[0] for result in results), results
+    check_against_model(payload, MAX_ITEMS, results[0], only_payload=False)
 
 
 @SETTINGS
@@ -204,12 +304,13 @@ def test_both_cores_agree_on_world_event(
             check_event_dict(data)
             assert backend.WorldEvent.from_dict(data) == event
             assert hash(event) == hash(backend.WorldEvent.from_dict(data))
-            return data
+            return {"event": data, "pairs": event.payload}
 
         return outcome(call)
 
     results = [build(backend) for backend in both_backends]
     assert all(result == results[0] for result in results), results
+    check_against_model(payload, None, results[0], only_payload=False)
 
 
 @SETTINGS

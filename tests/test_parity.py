@@ -1,18 +1,19 @@
 """Differential testing: seeded random operation scripts on both cores.
 
 Every step runs on the pure-Python twin and on the compiled core; results,
-exceptions (type and message) and the full observable state must match.
+exceptions (type and message), the full observable state and the full
+content of every event a handler received or kept must match.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
 import pytest
 
 import ringbus
+from _received import MODES, ORDERS, Receiver
 from ringbus import kinds
 
 pytestmark = pytest.mark.c_extension
@@ -62,7 +63,18 @@ def random_payload(rng: random.Random) -> object:
     return {f"k{i}": rng.choice([i, -i, 2**70, "s", 1.25, None, True]) for i in range(size)}
 
 
-def step(rng: random.Random, bus: Any, log: list[tuple[int, int]], tag: int) -> Any:
+def published(bus: Any) -> Any:
+    return lambda: bus.stats()["published"]
+
+
+def step(
+    rng: random.Random,
+    bus: Any,
+    log: list[tuple[int, int]],
+    tag: int,
+    receivers: list[Receiver],
+    horizon: int,
+) -> Any:
     op = rng.randrange(100)
     if op < 8:
         urgent = rng.random() < 0.5
@@ -80,7 +92,8 @@ def step(rng: random.Random, bus: Any, log: list[tuple[int, int]], tag: int) -> 
             polity_id=rng.choice([None, "p1", "p2"]),
             subject_id=rng.choice([None, "s1"]),
             payload=random_payload(rng),
-            tags=rng.choice([(), ("a",), ["b", "c"], "bad"]),
+            actor_id=rng.choice([None, "a1", "a2"]),
+            tags=rng.choice([(), ("a",), ["b", "c"], (), "bad"]),
         )
     if op < 70:
         return lambda: bus.drain(max_rounds=rng.choice([None, 1, 2]))
@@ -88,9 +101,13 @@ def step(rng: random.Random, bus: Any, log: list[tuple[int, int]], tag: int) -> 
         selector = rng.choice([None, {"DELIVERY_*"}, {"TICK", "CUSTOM"}, "D*"])
         fail = rng.random() < 0.2
         republish = rng.random() < 0.1
+        # what the handler reads of each event, and whether it keeps it
+        receiver = Receiver(rng.choice(MODES), rng.randrange(len(ORDERS)), horizon, published(bus))
+        receivers.append(receiver)
 
         def handler(event: Any) -> None:
             log.append((tag, event.seq))
+            receiver(event)
             if republish and event.kind != "ECHO":
                 bus.publish("ECHO")
             if fail:
@@ -128,32 +145,84 @@ def test_random_scripts_agree(both_backends: Any, seed: int) -> None:
     py, cy = both_backends
     buses = [py.EventBus(config), cy.EventBus(config)]
     logs: list[list[tuple[int, int]]] = [[], []]
+    receivers: list[list[Receiver]] = [[], []]
     rngs = [random.Random(seed * 7919), random.Random(seed * 7919)]
+    horizon = 3 * config.max_events
     for number in range(250):
-        results = [outcome(step(rngs[i], buses[i], logs[i], number)) for i in range(2)]
+        results = [
+            outcome(step(rngs[i], buses[i], logs[i], number, receivers[i], horizon))
+            for i in range(2)
+        ]
         assert results[0] == results[1], f"step {number}"
         assert state(buses[0]) == state(buses[1]), f"step {number}"
         assert logs[0] == logs[1], f"step {number}"
+        assert received(receivers[0]) == received(receivers[1]), f"step {number}"
+    assert received(receivers[0], everything=True) == received(receivers[1], everything=True)
 
 
-@pytest.mark.parametrize("capacity", [1, 2, 5])
+def received(receivers: list[Receiver], everything: bool = False) -> list[tuple[int, str]]:
+    """What each handler read since the last call, as text that tells 1, 1.0 and True apart."""
+    entries = []
+    for index, receiver in enumerate(receivers):
+        receiver.read_kept(everything)
+        entries.extend((index, repr(entry)) for entry in receiver.log)
+        receiver.log.clear()
+    return entries
+
+
+EDGE_PAYLOADS: tuple[Any, ...] = ({"a": 1, "b": [1, "x"]}, None, {"c": 1.5}, {}, [("d", True)])
+EDGE_TAGS: tuple[tuple[str, ...], ...] = (("t1", "t2"), (), ("u",), ())
+
+
+@pytest.mark.parametrize("capacity", [1, 2, 3, 5])
 def test_edges_agree(both_backends: Any, capacity: int) -> None:
-    """Capacity 1, exact wrap, wrap with pending, overflow, empty drain."""
+    """Capacity 1, exact wrap, wrap with pending, overflow, empty drain.
+
+    Handlers of every reading pattern: ``K`` events go only to handlers that
+    keep them unread, ``B`` events also to handlers that read and keep them,
+    ``A`` and ``C`` events only to handlers that keep nothing (so the
+    compiled core reuses their event objects). Content changes per event,
+    with empty tags, payloads and ids after non-empty ones.
+    """
     streams = []
     for backend in both_backends:
         bus = backend.bus(max_events=capacity, max_pending=capacity * 2)
-        seen: list[int] = []
-        bus.subscribe(lambda e, seen=seen: seen.append(e.seq))
+        number = 0
+
+        def publish(kind: str, bus: Any = bus) -> Any:
+            nonlocal number
+            number += 1
+            return bus.publish(
+                kind,
+                subject_id=("s1", None)[number % 2],
+                payload=EDGE_PAYLOADS[number % len(EDGE_PAYLOADS)],
+                tags=EDGE_TAGS[number % len(EDGE_TAGS)],
+            )
+
+        receivers = []
+        for mode in MODES:
+            for order in range(len(ORDERS)):
+                receiver = Receiver(mode, order, 3 * capacity, published(bus))
+                selector = {"keep": {"K"}, "read_keep": {"B"}}.get(mode, {"A", "B", "C"})
+                bus.subscribe(receiver, kinds=selector)
+                receivers.append(receiver)
         record: list[Any] = [bus.drain()]  # empty drain
         for _ in range(capacity):  # exact wrap
-            bus.publish("A")
+            publish("A")
         record.append(state(bus))
-        for _ in range(capacity):  # wrap with everything pending
-            bus.publish("B")
-        record.append(state(bus))
-        record.append(outcome(lambda bus=bus: bus.publish("C")))  # overflow
         record.append(bus.drain())
-        record.append(list(seen))
+        for index in range(capacity * 2):  # wrap with everything pending
+            publish("B" if index % 3 else "K")
         record.append(state(bus))
-        streams.append(json.dumps(record, sort_keys=True))
+        record.append(outcome(lambda: publish("C")))  # overflow
+        record.append(bus.drain())
+        record.append(received(receivers))
+        record.append(state(bus))
+        for index in range(capacity * 3):  # overwrite every slot kept events read from
+            publish("K" if index % 2 else "C")
+            record.append(bus.drain())
+            record.append(received(receivers))
+        record.append(received(receivers, everything=True))
+        record.append(state(bus))
+        streams.append(repr(record))
     assert len(set(streams)) == 1

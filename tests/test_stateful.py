@@ -1,9 +1,11 @@
 """Stateful property tests: the bus against a plain Python model of it, on both cores.
 
 Hypothesis drives random sequences of publish / subscribe / unsubscribe /
-drain / set_clock / snapshot+restore steps; after every step the bus and the
-model must agree on the seq counter, the ring, the pending queue and what
-each subscriber has received.
+drain / set_clock / snapshot+restore steps on small rings; after every step
+the bus and the model must agree on the seq counter, the ring, the pending
+queue and what each subscriber has received: every field of every event, as
+read at delivery time and as first read from an event a subscriber kept
+until the ring had overwritten its slot.
 """
 
 from __future__ import annotations
@@ -17,17 +19,21 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
     run_state_machine_as_test,
 )
 
+from _received import MODES, ORDERS, Receiver, expected_reading
 from ringbus import TRUNCATED_KEY, EventBusConfig, PendingOverflowError
 
 MAX_EVENTS = 4
 MAX_PENDING = 6
 MAX_ITEMS = 3
+# up to the pending bound: wrap with pending, and exact wrap with a full queue
+CAPACITIES = st.sampled_from([1, 2, 3, MAX_EVENTS, MAX_PENDING])
 KINDS = ("A", "B", "AB", "C")
 SELECTORS = st.one_of(
     st.none(),
@@ -36,11 +42,20 @@ SELECTORS = st.one_of(
 PAYLOADS = st.dictionaries(
     st.sampled_from("pqrstu"), st.integers(-5, 5) | st.text(max_size=2), max_size=5
 )
+TAGS = st.lists(st.sampled_from(["x", "y", "z"]), max_size=2).map(tuple)
+IDS = st.none() | st.sampled_from(["i1", "i2"])
+# The compiled core reuses a delivered event object only when no handler kept
+# it (a handler that raised keeps it in its traceback): mostly handlers that
+# read without keeping, so drains often run with every handler letting go.
+FAILS = st.sampled_from([False] * 7 + [True])
+SUBSCRIBER_MODES = st.sampled_from(["read", "read", "header", *MODES])
 
 SETTINGS = settings(
     max_examples=60,
     stateful_step_count=30,
     deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 
@@ -53,57 +68,98 @@ def expected_payload(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class ModelSub:
-    def __init__(self, selectors: list[str] | None, fails: bool) -> None:
+    def __init__(self, selectors: list[str] | None, fails: bool, receiver: Receiver) -> None:
         self.selectors = selectors
         self.fails = fails
         self.expected: list[int] = []
-        self.received: list[int] = []
+        self.receiver = receiver
+        self.checked = 0  # receiver.log entries already compared with the model
         self.sub_id = 0
 
     def matches(self, kind: str) -> bool:
         return self.selectors is None or any(fnmatchcase(kind, s) for s in self.selectors)
 
     def handler(self, event: Any) -> None:
-        self.received.append(event.seq)
+        self.receiver(event)
         if self.fails:
             raise ValueError(f"fails on {event.seq}")
 
+    def received(self) -> list[int]:
+        return [seq for when, seq, _ in self.receiver.log if when == "at"]
+
 
 def make_machine(backend: Any) -> type[RuleBasedStateMachine]:
-    config = EventBusConfig(
-        max_events=MAX_EVENTS, max_pending=MAX_PENDING, max_payload_items=MAX_ITEMS
-    )
+    def config(capacity: int) -> EventBusConfig:
+        return EventBusConfig(
+            max_events=capacity, max_pending=MAX_PENDING, max_payload_items=MAX_ITEMS
+        )
 
     class BusMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self.bus = backend.EventBus(config)
+            self.capacity = MAX_EVENTS
+            self.bus = backend.EventBus(config(self.capacity))
             self.seq = 0
             self.tick = 0
             self.day = 0
             self.ring: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
             self.pending: list[dict[str, Any]] = []
+            self.events: dict[int, dict[str, Any]] = {}  # every accepted event, by seq
             self.subs: list[ModelSub] = []
             self.gone: list[ModelSub] = []
+
+        @initialize(
+            capacity=CAPACITIES,
+            subscribers=st.lists(
+                st.tuples(SELECTORS, FAILS, SUBSCRIBER_MODES, st.integers(0, len(ORDERS) - 1)),
+                min_size=1,
+                max_size=3,
+            ),
+        )
+        def start(
+            self, capacity: int, subscribers: list[tuple[list[str] | None, bool, str, int]]
+        ) -> None:
+            # rings smaller than the pending bound: drains run with the ring wrapped
+            self.capacity = capacity
+            self.bus = backend.EventBus(config(capacity))
+            self.ring = deque(maxlen=capacity)
+            # every run has subscribers from its start, whatever rules it uses
+            for selectors, fails, mode, order in subscribers:
+                self.subscribe(selectors, fails, mode, order)
 
         @rule(
             kind=st.sampled_from(KINDS),
             payload=PAYLOADS,
             tick=st.none() | st.integers(0, 50),
-            ward=st.none() | st.sampled_from(["w1", "w2"]),
+            ids=st.tuples(IDS, IDS, IDS, IDS),
+            tags=TAGS,
         )
         def publish(
-            self, kind: str, payload: dict[str, Any], tick: int | None, ward: str | None
+            self,
+            kind: str,
+            payload: dict[str, Any],
+            tick: int | None,
+            ids: tuple[str | None, ...],
+            tags: tuple[str, ...],
         ) -> None:
+            polity, ward, actor, subject = ids
+            fields = {
+                "payload": payload,
+                "polity_id": polity,
+                "ward_id": ward,
+                "actor_id": actor,
+                "subject_id": subject,
+                "tags": tags,
+            }
             if tick is not None and tick < self.tick:  # time never goes backwards
                 with pytest.raises(ValueError, match="before the bus clock's tick"):
-                    self.bus.publish(kind, tick, payload=payload, ward_id=ward)
+                    self.bus.publish(kind, tick, **fields)
                 return
             if len(self.pending) >= MAX_PENDING:
                 with pytest.raises(PendingOverflowError, match="drain\\(\\) more often"):
-                    self.bus.publish(kind, tick, payload=payload, ward_id=ward)
+                    self.bus.publish(kind, tick, **fields)
                 return
-            seq = self.bus.publish(kind, tick, payload=payload, ward_id=ward)
+            seq = self.bus.publish(kind, tick, **fields)
             self.seq += 1
             assert seq == self.seq
             if tick is not None:
@@ -113,19 +169,60 @@ def make_machine(backend: Any) -> type[RuleBasedStateMachine]:
                 "tick": self.tick,
                 "day": self.day,
                 "kind": kind,
-                "polity_id": None,
+                "polity_id": polity,
                 "ward_id": ward,
-                "actor_id": None,
-                "subject_id": None,
+                "actor_id": actor,
+                "subject_id": subject,
                 "payload": expected_payload(payload),
-                "tags": [],
+                "tags": list(tags),
             }
             self.ring.append(event)
             self.pending.append(event)
+            self.events[seq] = event
+            self.read_kept_events()
 
-        @rule(selectors=SELECTORS, fails=st.booleans())
-        def subscribe(self, selectors: list[str] | None, fails: bool) -> None:
-            sub = ModelSub(selectors, fails)
+        @rule(
+            batch=st.lists(
+                st.tuples(
+                    st.sampled_from(KINDS),
+                    PAYLOADS,
+                    st.none() | st.integers(0, 50),
+                    st.tuples(IDS, IDS, IDS, IDS),
+                    TAGS,
+                ),
+                min_size=2,
+                max_size=MAX_PENDING,
+            )
+        )
+        def publish_several_and_drain(
+            self,
+            batch: list[tuple[str, dict[str, Any], int | None, tuple[str | None, ...], Any]],
+        ) -> None:
+            # several events per drain: deliveries that follow one another
+            for kind, payload, tick, ids, tags in batch:
+                self.publish(kind, payload, tick, ids, tags)
+            self.drain()
+
+        def read_kept_events(self) -> None:
+            for sub in self.subs + self.gone:
+                sub.receiver.read_kept()
+
+        @rule(
+            selectors=SELECTORS,
+            fails=FAILS,
+            mode=SUBSCRIBER_MODES,
+            order=st.integers(0, len(ORDERS) - 1),
+        )
+        def subscribe(
+            self, selectors: list[str] | None, fails: bool, mode: str, order: int
+        ) -> None:
+            if mode in ("keep", "read_keep"):
+                # only kind C is kept, so A, B and AB events often reach only
+                # handlers that let go, and the compiled core reuses their objects
+                selectors = ["C"]
+            # kept events are read after three laps of the ring
+            receiver = Receiver(mode, order, 3 * self.capacity, lambda: self.seq)
+            sub = ModelSub(selectors, fails, receiver)
             sub.sub_id = self.bus.subscribe(sub.handler, kinds=selectors)
             self.subs.append(sub)
 
@@ -155,6 +252,7 @@ def make_machine(backend: Any) -> type[RuleBasedStateMachine]:
                 assert len(caught.value.exceptions) == failures
             else:
                 assert self.bus.drain() == count
+            self.read_kept_events()
 
         @rule(tick=st.integers(0, 100), day=st.none() | st.integers(0, 10))
         def set_clock(self, tick: int, day: int | None) -> None:
@@ -173,13 +271,13 @@ def make_machine(backend: Any) -> type[RuleBasedStateMachine]:
             assert snapshot["seq"] == self.seq
             assert (snapshot["tick"], snapshot["day"]) == (self.tick, self.day)
             assert snapshot["pending"] == self.pending
-            bus = backend.EventBus(config)
+            bus = backend.EventBus(config(self.capacity))
             bus.restore(snapshot)
             for sub in self.subs:
                 sub.sub_id = bus.subscribe(sub.handler, kinds=sub.selectors)
             self.bus = bus
             # the ring is not in a snapshot: only the pending events come back
-            self.ring = deque(self.pending, maxlen=MAX_EVENTS)
+            self.ring = deque(self.pending, maxlen=self.capacity)
 
         @invariant()
         def agrees_with_the_model(self) -> None:
@@ -192,7 +290,17 @@ def make_machine(backend: Any) -> type[RuleBasedStateMachine]:
             assert bus.pending_count() == len(self.pending)
             assert len(bus) == len(self.ring)
             for sub in self.subs + self.gone:
-                assert sub.received == sub.expected
+                assert sub.received() == sub.expected
+                log = sub.receiver.log
+                for when, seq, reading in log[sub.checked :]:
+                    if reading is not None:
+                        expected = expected_reading(self.events[seq], sub.receiver.mode)
+                        assert reading == expected, (sub.receiver.mode, when, seq)
+                sub.checked = len(log)
+                if sub.receiver.mode in ("keep", "read_keep"):
+                    late = [seq for when, seq, _ in log if when == "late"]
+                    waiting = [event.seq for event, _ in sub.receiver.kept]
+                    assert late + waiting == sub.expected
             middle = self.ring[len(self.ring) // 2]["seq"] if self.ring else 0
             assert [e.seq for e in bus.get_since(middle)] == [
                 e["seq"] for e in self.ring if e["seq"] > middle
