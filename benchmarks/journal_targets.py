@@ -34,7 +34,7 @@ TICKS = 20  # 2000 events per sample
 
 
 def _runner(journal_path: Path | None) -> tuple[Any, Journal | None]:
-    implementation = "ringbus" if compiled_core() is not None else "ringbus-py"
+    implementation = "ringbus" if compiled_core() is not None else "ringbus pure"
     runner = make_runner(implementation, "S2")
     journal = None
     if journal_path is not None:

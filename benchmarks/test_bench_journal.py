@@ -20,7 +20,7 @@ EVENTS = 2000
 
 
 def _runner() -> Any:
-    return make_runner("ringbus" if compiled_core() is not None else "ringbus-py", "S2")
+    return make_runner("ringbus" if compiled_core() is not None else "ringbus pure", "S2")
 
 
 def test_s2_without_journal(benchmark: Any) -> None:
