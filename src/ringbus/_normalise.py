@@ -29,6 +29,7 @@ __all__ = [
     "MAX_PAYLOAD_ITEMS_LIMIT",
     "TRUNCATED_KEY",
     "check_non_negative",
+    "check_option_count",
     "check_id",
     "check_kind",
     "check_limit",
@@ -137,6 +138,14 @@ def check_positive(name: str, value: object, maximum: int = sys.maxsize) -> int:
     if number > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {_describe(number)}")
     return number
+
+
+def check_option_count(name: str, value: object) -> int:
+    """Return an option that counts something (``max_buffer``, ``batch_size``...) as an
+    ``int`` >= 1, or raise ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or _as_int(value) < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {_describe(value)}")
+    return _as_int(value)
 
 
 def event_args_from_dict(data: object, fields: tuple[str, ...]) -> tuple[object, ...]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import kinds as k
+from .._normalise import check_option_count
 from .._subscriber import SnapshotSubscriber
 
 __all__ = ["DEFAULT_RULES", "EVIDENCE_RAISED", "SCOPES", "EvidenceRule", "EvidenceSubscriber"]
@@ -67,9 +68,7 @@ class EvidenceRule:
                 f"EvidenceRule.scope must be one of {', '.join(SCOPES)}, got {self.scope!r}"
             )
         for name in ("window_days", "threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"EvidenceRule.{name} must be an int >= 1, got {value!r}")
+            check_option_count(f"EvidenceRule.{name}", getattr(self, name))
 
     def to_dict(self) -> dict[str, Any]:
         """The rule as a JSON-ready dict."""
@@ -164,8 +163,7 @@ class EvidenceSubscriber(SnapshotSubscriber):
         rules = tuple(rules)
         if not all(isinstance(rule, EvidenceRule) for rule in rules):
             raise TypeError("rules must be EvidenceRule objects")
-        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
-            raise ValueError(f"max_items must be an int >= 1, got {max_items!r}")
+        check_option_count("max_items", max_items)
         self.rules: tuple[EvidenceRule, ...] = rules
         self._publish = bool(publish)
         self._by_kind: dict[str, list[int]] = {}

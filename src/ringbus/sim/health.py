@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, Self
 
+from .._normalise import check_option_count
+
 __all__ = ["BUS_HEALTH", "HealthReporter"]
 
 #: Kind of the events a :class:`HealthReporter` publishes.
@@ -81,8 +83,7 @@ class HealthReporter:
         transports: tuple[_Reporting, ...] | list[_Reporting] = (),
         timer: Callable[[], float] | None = time.perf_counter,
     ) -> None:
-        if isinstance(every_ticks, bool) or not isinstance(every_ticks, int) or every_ticks < 1:
-            raise ValueError(f"every_ticks must be an int >= 1, got {every_ticks!r}")
+        check_option_count("every_ticks", every_ticks)
         self.every_ticks = every_ticks
         self.timer = timer
         self._transports: list[_Reporting] = []

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Self
 
-from .._normalise import event_dict_problems
+from .._normalise import check_option_count, event_dict_problems
 
 __all__ = [
     "Record",
@@ -113,8 +113,7 @@ class Transport(abc.ABC):
         max_buffer: int = 10_000,
         name: str | None = None,
     ) -> None:
-        if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
-            raise ValueError(f"max_buffer must be an int >= 1, got {max_buffer!r}")
+        check_option_count("max_buffer", max_buffer)
         self.transform = transform if transform is not None else Transform()
         self.max_buffer = max_buffer
         self.name = name or type(self).__name__

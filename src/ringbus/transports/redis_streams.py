@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._normalise import check_option_count
 from ._base import RetryingTransport, Transform, validate_event_dict
 
 if TYPE_CHECKING:
@@ -145,10 +146,8 @@ class RedisStreamSink(RetryingTransport):
         max_buffer: int = 100_000,
         name: str | None = None,
     ) -> None:
-        if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
-            raise ValueError(f"maxlen must be an int >= 1, got {maxlen!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_option_count("maxlen", maxlen)
+        check_option_count("batch_size", batch_size)
         super().__init__(transform=transform, max_buffer=max_buffer, name=name or "redis")
         self.client: Any = client if client is not None else connect(url)
         self.stream = stream
@@ -279,8 +278,7 @@ class RedisStreamSource:
         state_key: str | None = None,
         dead_letter_stream: str | None = None,
     ) -> None:
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"count must be an int >= 1, got {count!r}")
+        check_option_count("count", count)
         if getattr(bus, "clock_policy", "free") != "free":
             raise ValueError(
                 "a RedisSource republishes events with their producers' own ticks and days, "
