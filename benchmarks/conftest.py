@@ -1,7 +1,7 @@
 """Fixtures for the pytest-benchmark suites.
 
 The suites time the installed (or ``PYTHONPATH``) ringbus; the workload, the
-implementations and the floor come from :mod:`ringbus._bench`, so the suites,
+implementations come from :mod:`ringbus._bench` (the floor from ``floor.py``), so the suites,
 the gates and ``python -m ringbus bench`` measure the same thing.
 
 Run them with ``pytest benchmarks`` (timed) or ``pytest benchmarks
@@ -44,8 +44,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def floor_module() -> ModuleType:
-    """The floor, ``ringbus._bench.FLOOR_SOURCE`` compiled (needs Cython and a compiler)."""
-    from ringbus._bench import build_floor
+    """The floor, ``floor_bus.pyx`` compiled (needs Cython and a compiler)."""
+    from floor import build_floor
 
     if importlib.util.find_spec("Cython") is None:
         if extensions_disabled():

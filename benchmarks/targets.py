@@ -33,18 +33,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from floor import build_floor, runner_maker
 from perf_targets import RETRY_FACTOR, TARGETS, Target, markdown_table
 from ringbus import EventBusConfig
 from ringbus._bench import (
     SCENARIOS,
     Runner,
-    build_floor,
     check_deliveries,
     compiled_core,
     empty_publish,
     environment_lines,
     make_batch,
-    make_runner,
 )
 from ringbus._bus import bus_class_for
 from ringbus.kinds import CORE_KINDS
@@ -189,8 +188,8 @@ def _runner(name: str, scenario: str, ctx: Context) -> Runner:
     package = PEERS.get(name)
     if package is not None and importlib.util.find_spec(package) is None:
         raise MissingPart(f"{package} is not installed (pip install 'ringbus[bench]')")
-    return make_runner(
-        name, scenario, floor=ctx.floor, batch=make_batch(SCENARIOS[scenario].events_per_tick)
+    return runner_maker(ctx.floor)(
+        name, SCENARIOS[scenario], make_batch(SCENARIOS[scenario].events_per_tick)
     )
 
 
