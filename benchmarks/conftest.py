@@ -31,17 +31,6 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not extensions_disabled():
-        return
-    kept, deselected = [], []
-    for item in items:
-        (deselected if item.get_closest_marker("c_extension") else kept).append(item)
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = kept
-
-
 @pytest.fixture(scope="session")
 def floor_module() -> ModuleType:
     """The floor, ``floor_bus.pyx`` compiled (needs Cython and a compiler)."""
