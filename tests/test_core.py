@@ -315,8 +315,10 @@ def test_unsubscribe_unknown_id(backend: Any) -> None:
     bus = backend.bus()
     sub = bus.subscribe(print)
     bus.unsubscribe(sub)
-    with pytest.raises(KeyError, match="no subscription with id"):
+    with pytest.raises(KeyError, match=r"no live subscription <Subscription 1 .*already ended"):
         bus.unsubscribe(sub)
+    with pytest.raises(KeyError, match="no live subscription 99 on this bus"):
+        bus.unsubscribe(99)
 
 
 def test_drain_inside_handler_is_refused(backend: Any) -> None:
@@ -415,6 +417,7 @@ def test_counters(backend: Any) -> None:
         "overwritten": 1,
         "pending": 0,
         "retained": 2,
+        "subscriptions_collected": 0,
     }
 
 
