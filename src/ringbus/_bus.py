@@ -23,7 +23,7 @@ from ._deadletter import DeadLetterQueue
 from ._deliveries import DeliveryRecord, DeliveryTracker
 from ._errors import UnknownDestinationError
 from ._handlers import FilteredHandler, check_filters
-from ._normalise import check_non_negative
+from ._normalise import NORMAL, URGENT, check_non_negative
 from ._registry import Handler, KindSelector, Registry, Subscription, member_of
 from ._schedule import SCHEDULE_FIELDS, Schedule
 from ._snapshot import (
@@ -422,7 +422,7 @@ class EventBusBase(_Core):
         the ring stay in seq order). Arguments and result as :meth:`publish`.
         """
         return self._publish_routed(
-            True, None, kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
+            URGENT, None, kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
         )
 
     def send(
@@ -449,8 +449,9 @@ class EventBusBase(_Core):
         default), log it, or keep it as a dead letter — never a silent drop.
         ``urgent=True`` also puts it in the urgent lane.
         """
+        lane = URGENT if urgent else NORMAL  # user code (__bool__): before anything is stored
         return self._publish_routed(
-            urgent,
+            lane,
             destination,
             kind,
             tick,

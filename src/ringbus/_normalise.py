@@ -27,16 +27,21 @@ __all__ = [
     "MIN_PAYLOAD_INT",
     "MAX_NESTING",
     "MAX_PAYLOAD_ITEMS_LIMIT",
+    "NORMAL",
+    "PRIORITIES",
     "TRUNCATED_KEY",
+    "URGENT",
     "check_non_negative",
     "check_option_count",
     "check_id",
     "check_kind",
+    "check_lane",
     "check_limit",
     "check_positive",
     "event_args_from_dict",
     "event_dict_problems",
     "freeze_value",
+    "lane_of",
     "jsonify",
     "normalise_payload",
     "normalise_tags",
@@ -67,6 +72,11 @@ MAX_CLOCK = 2**63 - 1
 CLOCK_POLICIES = ("monotonic", "free")
 #: Accepted values of ``drop_policy``: overwrite the oldest event, or refuse the new one.
 DROP_POLICIES = ("DROP_OLDEST", "RAISE")
+#: Publish priorities, lowest first: a drain round dispatches higher ones first.
+PRIORITIES = ("low", "normal", "high", "urgent")
+#: The lanes of ``"normal"`` and ``"urgent"`` (a lane is an index of PRIORITIES).
+NORMAL = 1
+URGENT = 3
 #: Payload ints are signed 64-bit integers, like the clock.
 MIN_PAYLOAD_INT = -(2**63)
 MAX_PAYLOAD_INT = 2**63 - 1
@@ -100,6 +110,31 @@ def _refuse_unordered(what: str, value: object) -> None:
             "with the hash seed, which would break same steps, same stream; "
             "use a list or a tuple"
         )
+
+
+def lane_of(priority: object) -> int:
+    """The lane (index in :data:`PRIORITIES`) of a ``publish(priority=...)`` value.
+
+    Checked before the event is stored: a bad value takes no seq.
+
+    Raises
+    ------
+    ValueError
+        ``priority`` is not one of :data:`PRIORITIES`.
+    """
+    if isinstance(priority, str):
+        name = str.__str__(priority)  # a str subclass's own __eq__ never runs
+        if name in PRIORITIES:
+            return PRIORITIES.index(name)
+    raise ValueError(
+        f"priority must be one of {', '.join(map(repr, PRIORITIES))}, got {_short.repr(priority)}"
+    )
+
+
+def check_lane(lane: object) -> None:
+    """Refuse a lane that is not an index of :data:`PRIORITIES` (core-internal)."""
+    if type(lane) is not int or not 0 <= lane < len(PRIORITIES):
+        raise ValueError(f"lane must be an int from 0 to {len(PRIORITIES) - 1}, got {lane!r}")
 
 
 def check_kind(kind: object) -> str:
