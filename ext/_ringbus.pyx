@@ -55,6 +55,7 @@ from ringbus._normalise import (
     lane_of,
     normalise_payload,
     normalise_tags,
+    thaw_value,
 )
 
 cdef extern from "Python.h":
@@ -536,12 +537,17 @@ cdef class WorldEvent:
         }
 
     def payload_dict(self):
-        """Return the payload as a new dict; the event is untouched."""
+        """Return the payload as a new dict; the event is untouched.
+
+        Nested mappings (frozen as tuples of pairs) come back as dicts.
+        """
         cdef dict payload = {}
         cdef tuple flat = self._payload_flat()
         cdef Py_ssize_t i
+        cdef object value
         for i in range(0, len(flat), 2):
-            payload[flat[i]] = flat[i + 1]
+            value = flat[i + 1]
+            payload[flat[i]] = thaw_value(value) if type(value) is tuple else value
         return payload
 
     @classmethod

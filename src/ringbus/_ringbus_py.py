@@ -42,6 +42,7 @@ from ._normalise import (
     lane_of,
     normalise_payload,
     normalise_tags,
+    thaw_value,
 )
 
 __all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEvent"]
@@ -182,8 +183,13 @@ class WorldEvent:
         }
 
     def payload_dict(self) -> dict[str, Any]:
-        """Return the payload as a new dict; the event is untouched."""
-        return dict(self.payload)
+        """Return the payload as a new dict; the event is untouched.
+
+        Nested mappings (frozen as tuples of pairs) come back as dicts.
+        """
+        return {
+            key: thaw_value(value) if type(value) is tuple else value for key, value in self.payload
+        }
 
     @classmethod
     def from_dict(cls, data: object) -> WorldEvent:
