@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from functools import partial
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 from . import _backend
 from ._backend import RingCore, WorldEvent
@@ -23,7 +23,7 @@ from ._deadletter import DeadLetterQueue
 from ._deliveries import DeliveryRecord, DeliveryTracker
 from ._errors import UnknownDestinationError
 from ._handlers import FilteredHandler, check_filters
-from ._normalise import NORMAL, URGENT, check_non_negative
+from ._normalise import NORMAL, URGENT, EventFields, check_non_negative, event_field_args
 from ._registry import Handler, KindSelector, Registry, Subscription, member_of
 from ._schedule import SCHEDULE_FIELDS, Schedule
 from ._snapshot import (
@@ -406,23 +406,18 @@ class EventBusBase(_Core):
         kind: str,
         tick: int | None = None,
         day: int | None = None,
-        *,
-        polity_id: str | None = None,
-        ward_id: str | None = None,
-        actor_id: str | None = None,
-        subject_id: str | None = None,
-        payload: object = None,
-        tags: object = (),
+        **fields: Unpack[EventFields],
     ) -> int:
-        """Publish into the urgent lane: dispatched before normal events.
+        """Publish into the urgent lane: ``publish(..., priority="urgent")``.
 
         Within one drain round, the urgent events pending when the round
-        began go first, in seq order, then the normal ones, in seq order.
-        The event is stored and numbered like any other (``get_since`` and
-        the ring stay in seq order). Arguments and result as :meth:`publish`.
+        began go first, in seq order, then the other lanes. The event is
+        stored and numbered like any other (``get_since`` and the ring stay
+        in seq order). Arguments (the fields of :class:`EventFields`) and
+        result as :meth:`publish`.
         """
         return self._publish_routed(
-            URGENT, None, kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
+            URGENT, None, kind, tick, day, *event_field_args("publish_urgent", dict(fields))
         )
 
     def send(
@@ -433,12 +428,7 @@ class EventBusBase(_Core):
         day: int | None = None,
         *,
         urgent: bool = False,
-        polity_id: str | None = None,
-        ward_id: str | None = None,
-        actor_id: str | None = None,
-        subject_id: str | None = None,
-        payload: object = None,
-        tags: object = (),
+        **fields: Unpack[EventFields],
     ) -> int:
         """Publish an event for one recipient: the subscription named ``destination``.
 
@@ -447,21 +437,12 @@ class EventBusBase(_Core):
         time. When none does, ``EventBusConfig.unknown_destination`` decides:
         raise :class:`~ringbus.UnknownDestinationError` after the drain (the
         default), log it, or keep it as a dead letter — never a silent drop.
-        ``urgent=True`` also puts it in the urgent lane.
+        ``urgent=True`` also puts it in the urgent lane. The other arguments
+        (the fields of :class:`EventFields`) are :meth:`publish`'s.
         """
         lane = URGENT if urgent else NORMAL  # user code (__bool__): before anything is stored
         return self._publish_routed(
-            lane,
-            destination,
-            kind,
-            tick,
-            day,
-            polity_id,
-            ward_id,
-            actor_id,
-            subject_id,
-            payload,
-            tags,
+            lane, destination, kind, tick, day, *event_field_args("send", dict(fields))
         )
 
     def _resolve_direct(self, destination: str, kind: str) -> tuple[tuple[Handler, Any], ...]:
@@ -707,7 +688,7 @@ class EventBusBase(_Core):
         return bus
 
     # -- scheduled events ----------------------------------------------
-    def schedule(self, at_tick: int, kind: str, **fields: Any) -> int:
+    def schedule(self, at_tick: int, kind: str, **fields: Unpack[EventFields]) -> int:
         """Publish an event when the bus clock reaches ``at_tick``.
 
         The event is released by :meth:`set_clock` once the clock's tick is
@@ -744,7 +725,7 @@ class EventBusBase(_Core):
                 f"schedule() needs a tick after the current tick {self.tick}, got {at_tick}; "
                 "publish() the event now instead"
             )
-        kind, kept = self._scheduled_fields(at_tick, kind, fields)
+        kind, kept = self._scheduled_fields(at_tick, kind, dict(fields))
         if not self.enabled:
             return 0
         return self._schedule.add(at_tick, kind, kept)

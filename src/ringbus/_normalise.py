@@ -15,12 +15,13 @@ import math
 import reprlib
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 __all__ = [
     "CLOCK_POLICIES",
     "DROP_POLICIES",
     "EVENT_SCHEMA",
+    "EventFields",
     "FIELDS",
     "MAX_CLOCK",
     "MAX_PAYLOAD_INT",
@@ -41,6 +42,7 @@ __all__ = [
     "check_positive",
     "event_args_from_dict",
     "event_dict_problems",
+    "event_field_args",
     "freeze_value",
     "lane_of",
     "jsonify",
@@ -62,6 +64,43 @@ FIELDS = (
     "payload",
     "tags",
 )
+
+
+class EventFields(TypedDict, total=False):
+    """The keyword fields of ``publish`` (and of every call that publishes like it:
+    ``publish_urgent``, ``send``, ``schedule``), written once."""
+
+    polity_id: str | None
+    ward_id: str | None
+    actor_id: str | None
+    subject_id: str | None
+    payload: object
+    tags: object
+
+
+def event_field_args(caller: str, fields: dict[str, Any]) -> tuple[Any, ...]:
+    """``fields`` (an :class:`EventFields`) as the core's positional arguments:
+    ``polity_id, ward_id, actor_id, subject_id, payload, tags``.
+
+    Raises
+    ------
+    TypeError
+        A name that is not a field of :class:`EventFields`, as Python says it.
+    """
+    for name in fields:
+        if name not in EventFields.__annotations__:
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}")
+    get = fields.get
+    return (
+        get("polity_id"),
+        get("ward_id"),
+        get("actor_id"),
+        get("subject_id"),
+        get("payload"),
+        get("tags", ()),
+    )
+
+
 #: Key of the marker pair that ends a truncated payload.
 TRUNCATED_KEY = "__truncated__"
 #: How deep lists, tuples and mappings may nest inside a payload value.
