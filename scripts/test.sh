@@ -32,6 +32,10 @@ step "lint and types"
 "$T/ruff" check .
 "$T/ruff" format --check .
 "$T/mypy"
+# Strict without the optional benchmark peers too (a user's environment).
+"$python" -m venv "$WORK/types"
+"$WORK/types/bin/pip" install "${PIP_FLAGS[@]}" "mypy==2.4.1" "redis>=5" cryptography
+"$WORK/types/bin/mypy"
 
 step "sdist, then a wheel built from the sdist"
 LDSHARED="gcc -shared" "$T/python" -m build --outdir "$DIST" . >"$WORK/build.log" 2>&1 \
