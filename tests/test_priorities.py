@@ -102,6 +102,7 @@ def test_a_small_ring_keeps_every_lane_in_order(backend: Any) -> None:
     assert order == [(seq, kind) for _lane, seq, kind in sorted(published)]
 
 
+@pytest.mark.c_extension
 def test_both_cores_order_a_random_run_alike(both_backends: Any) -> None:
     results = []
     for backend in both_backends:

@@ -50,6 +50,7 @@ def test_nested_mappings_are_frozen_and_read_back(backend: Any) -> None:
     assert rebuilt == event and rebuilt.payload_dict() == thawed
 
 
+@pytest.mark.c_extension
 def test_both_cores_freeze_alike(both_backends: Any) -> None:
     events = [published(backend) for backend in both_backends]
     assert events[0].to_dict() == events[1].to_dict()
