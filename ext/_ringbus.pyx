@@ -1821,10 +1821,13 @@ cdef extern from *:
         memset(h->buf + h->fill, 0, 56 - h->fill);
         for (i = 0; i < 8; i++) h->buf[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
         h->blocks(h->s, h->buf, 1);
-        for (i = 0; i < 32; i++) {
-            unsigned char byte = (unsigned char)(h->s[i / 4] >> (24 - 8 * (i % 4)));
-            out[2 * i] = digits[byte >> 4];
-            out[2 * i + 1] = digits[byte & 15];
+        for (i = 0; i < 8; i++) {
+            uint32_t word = h->s[i];
+            int k;
+            for (k = 7; k >= 0; k--) {
+                out[8 * i + k] = digits[word & 15];
+                word >>= 4;
+            }
         }
     }
 
@@ -1876,7 +1879,20 @@ cdef extern from *:
         int kind = PyUnicode_KIND(s);
         const void *data = PyUnicode_DATA(s);
         *p++ = '"';
-        if (kind == PyUnicode_1BYTE_KIND) {
+        if (PyUnicode_IS_COMPACT_ASCII(s)) {
+            const unsigned char *text = (const unsigned char *)data;
+            for (i = 0; i < n; i++) {
+                unsigned char c = text[i];
+                if (c < 0x20 || c == '"' || c == '\\\\' || c == 0x7f) break;
+            }
+            memcpy(p, text, (size_t)i);
+            p += i;
+            for (; i < n; i++) {
+                unsigned char c = text[i];
+                if (c >= 0x20 && c <= 0x7e && c != '"' && c != '\\\\') *p++ = (char)c;
+                else p = rb_escape(p, c);
+            }
+        } else if (kind == PyUnicode_1BYTE_KIND) {
             const unsigned char *text = (const unsigned char *)data;
             for (i = 0; i < n; i++) {
                 unsigned char c = text[i];
@@ -1919,7 +1935,9 @@ cdef extern from *:
         if (type == &PyUnicode_Type) return 12 * PyUnicode_GET_LENGTH(v) + 2;
         if (type == &PyLong_Type) {
             int overflow = 0;
-            long long value = PyLong_AsLongLongAndOverflow(v, &overflow);
+            long long value;
+            if (RINGBUS_INT_COMPACT(v)) return 21;
+            value = PyLong_AsLongLongAndOverflow(v, &overflow);
             if (overflow || (value == -1 && PyErr_Occurred())) {
                 PyErr_Clear();
                 return -1;
@@ -1937,6 +1955,17 @@ cdef extern from *:
             return total;
         }
         return -1;
+    }
+
+    /* Code point order of two exact str (what sorted() on the keys does). */
+    static int rb_str_order(PyObject *a, PyObject *b) {
+        if (PyUnicode_IS_COMPACT_ASCII(a) && PyUnicode_IS_COMPACT_ASCII(b)) {
+            Py_ssize_t na = PyUnicode_GET_LENGTH(a), nb = PyUnicode_GET_LENGTH(b);
+            int order = memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)(na < nb ? na : nb));
+            if (order) return order;
+            return na < nb ? -1 : na > nb;
+        }
+        return PyUnicode_Compare(a, b);
     }
 
     static char *rb_put_lit(char *p, const char *text, size_t n) {
@@ -2019,7 +2048,7 @@ cdef extern from *:
         Py_ssize_t order[64], i, j, n;
         for (i = 0; i < pairs; i++) {
             j = i;
-            while (j > 0 && PyUnicode_Compare(flat[2 * order[j - 1]], flat[2 * i]) > 0) {
+            while (j > 0 && rb_str_order(flat[2 * order[j - 1]], flat[2 * i]) > 0) {
                 order[j] = order[j - 1];
                 j--;
             }
@@ -2609,6 +2638,14 @@ cdef class JournalChain:
     cdef public long long appended
     cdef public long long since_mark
     cdef public bint day_ended
+    # The state at the last commit(), restored by rollback().
+    cdef char _saved_head[64]
+    cdef Py_ssize_t _saved_head_size
+    cdef bint _saved_has_last
+    cdef long long _saved_last[3]
+    cdef bint _saved_has_mark_day
+    cdef long long _saved_mark_day
+    cdef long long _saved_counts[3]
 
     def __cinit__(self):
         self._out.data = NULL
@@ -2714,6 +2751,82 @@ cdef class JournalChain:
         memcpy(self._head, digest, 64)
         self._head_size = 64
         return 0
+
+    def commit(self):
+        """Drop the lines not yet taken (they were written) and remember the state."""
+        self._out.size = 0
+        memcpy(self._saved_head, self._head, 64)
+        self._saved_head_size = self._head_size
+        self._saved_has_last = self._has_last
+        self._saved_last[0] = self._last_seq
+        self._saved_last[1] = self._last_tick
+        self._saved_last[2] = self._last_day
+        self._saved_has_mark_day = self._has_mark_day
+        self._saved_mark_day = self._mark_day
+        self._saved_counts[0] = self.events
+        self._saved_counts[1] = self.since_mark
+        self._saved_counts[2] = self.appended
+
+    def rollback(self):
+        """Drop the lines not yet taken and return to the state of the last :meth:`commit`."""
+        self._out.size = 0
+        memcpy(self._head, self._saved_head, 64)
+        self._head_size = self._saved_head_size
+        self._has_last = self._saved_has_last
+        self._last_seq = self._saved_last[0]
+        self._last_tick = self._saved_last[1]
+        self._last_day = self._saved_last[2]
+        self._has_mark_day = self._saved_has_mark_day
+        self._mark_day = self._saved_mark_day
+        self.events = self._saved_counts[0]
+        self.since_mark = self._saved_counts[1]
+        self.appended = self._saved_counts[2]
+        self.day_ended = False
+
+    def mark_text(self, mark):
+        """Return the canonical JSON of a checkpoint or seal record (without a signature).
+
+        ``{"day", "events", "head", "mark", "seq", "tick"}`` from the chain's
+        state: the last event's day, seq and tick (``null`` before the
+        first), the event count, and the head (``null`` if not chained).
+        """
+        if type(mark) is not str or not mark.isascii() or not mark.isalpha():
+            raise ValueError(f"a mark is a plain word, got {mark!r}")
+        cdef _Out out
+        out.data = NULL
+        out.size = 0
+        out.cap = 0
+        try:
+            _put(&out, '{"day":', 7)
+            if self._has_last:
+                _put_ll(&out, self._last_day)
+            else:
+                _put(&out, "null", 4)
+            _put(&out, ',"events":', 10)
+            _put_ll(&out, self.events)
+            _put(&out, ',"head":', 8)
+            if self.chained:
+                _put(&out, '"', 1)
+                _put(&out, self._head, self._head_size)
+                _put(&out, '"', 1)
+            else:
+                _put(&out, "null", 4)
+            _put(&out, ',"mark":', 8)
+            _put_str(&out, mark)
+            _put(&out, ',"seq":', 7)
+            if self._has_last:
+                _put_ll(&out, self._last_seq)
+            else:
+                _put(&out, "null", 4)
+            _put(&out, ',"tick":', 8)
+            if self._has_last:
+                _put_ll(&out, self._last_tick)
+            else:
+                _put(&out, "null", 4)
+            _put(&out, "}", 1)
+            return _out_text(&out, 0)
+        finally:
+            PyMem_Free(out.data)
 
     def add_text(self, body):
         """Add a line whose record is ``body``: canonical JSON of an object, ASCII."""

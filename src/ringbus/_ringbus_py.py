@@ -910,6 +910,7 @@ class JournalChain:
         self.appended = 0
         self.since_mark = 0
         self.day_ended = False
+        self._saved: tuple[Any, ...] = ("", None, None, 0, 0, 0)
 
     @property
     def chained(self) -> bool:
@@ -984,6 +985,48 @@ class JournalChain:
             line = body + "\n"
         self._lines.append(line)
         self._size += len(line)
+
+    def commit(self) -> None:
+        """Drop the lines not yet taken (they were written) and remember the state."""
+        self.clear()
+        self._saved = (
+            self._head,
+            self._last,
+            self._mark_day,
+            self.events,
+            self.since_mark,
+            self.appended,
+        )
+
+    def rollback(self) -> None:
+        """Drop the lines not yet taken and return to the state of the last :meth:`commit`."""
+        self.clear()
+        (
+            self._head,
+            self._last,
+            self._mark_day,
+            self.events,
+            self.since_mark,
+            self.appended,
+        ) = self._saved
+        self.day_ended = False
+
+    def mark_text(self, mark: str) -> str:
+        """Return the canonical JSON of a checkpoint or seal record (without a signature).
+
+        ``{"day", "events", "head", "mark", "seq", "tick"}`` from the chain's
+        state: the last event's day, seq and tick (``null`` before the
+        first), the event count, and the head (``null`` if not chained).
+        """
+        if type(mark) is not str or not mark.isascii() or not mark.isalpha():
+            raise ValueError(f"a mark is a plain word, got {mark!r}")
+        last = self._last
+        seq, tick, day = ("null", "null", "null") if last is None else map(str, last)
+        head = f'"{self._head}"' if self._chained else "null"
+        return (
+            f'{{"day":{day},"events":{self.events},"head":{head},"mark":"{mark}",'
+            f'"seq":{seq},"tick":{tick}}}'
+        )
 
     def add_text(self, body: str) -> None:
         """Add a line whose record is ``body``: canonical JSON of an object, ASCII."""

@@ -163,7 +163,6 @@ class Journal:
             chained, checkpoint_every, self.checkpoint_on_day, DAY_ROLLOVER, self._checkpoint_due
         )
         self._buffering = False
-        self._committed: tuple[Any, ...] = ()
         self._bus: Any = None
         self._sub_id: int | None = None
         self._broken: str | None = None
@@ -342,29 +341,10 @@ class Journal:
 
     # -- appending -------------------------------------------------------
     def _commit_state(self) -> None:
-        chain = self._chain
-        self._committed = (
-            chain.last_hash,
-            chain.last_seq,
-            chain.last_tick,
-            chain.last_day,
-            chain.events,
-            chain.since_mark,
-            chain.mark_day,
-            chain.appended,
-        )
+        self._chain.commit()
 
     def _rollback_state(self) -> None:
-        chain = self._chain
-        last_hash, seq, tick, day, events, since_mark, mark_day, appended = self._committed
-        chain.last_hash = last_hash
-        chain.set_last(seq, tick, day)
-        chain.events = events
-        chain.since_mark = since_mark
-        chain.mark_day = mark_day
-        chain.appended = appended
-        chain.clear()
-        chain.day_ended = False
+        self._chain.rollback()
 
     def _write(self, data: bytes) -> None:
         """Append ``data`` whole, or roll the file back and raise."""
@@ -408,7 +388,6 @@ class Journal:
         except BaseException:
             self._rollback_state()
             raise
-        chain.clear()
         self._commit_state()
 
     def _checkpoint_due(self) -> None:
@@ -416,17 +395,13 @@ class Journal:
 
     def _add_mark(self, mark: str) -> None:
         chain = self._chain
-        record: dict[str, Any] = {
-            "day": chain.last_day,
-            "events": chain.events,
-            "head": chain.last_hash if self.chained else None,
-            "mark": mark,
-            "seq": chain.last_seq,
-            "tick": chain.last_tick,
-        }
+        body = chain.mark_text(mark)
         if self._signer is not None:
-            record["sig"] = self._signer.sign(canonical_bytes(record))
-        chain.add_text(encode_canonical(record))
+            # The signature covers the mark without it; "sig" sorts before "tick".
+            at = body.rindex(',"tick":')
+            sig = encode_canonical(self._signer.sign(body.encode("ascii")))
+            body = f'{body[:at]},"sig":{sig}{body[at:]}'
+        chain.add_text(body)
         chain.since_mark = 0
         chain.mark_day = chain.last_day
 
