@@ -1873,6 +1873,17 @@ cdef extern from *:
         return p;
     }
 
+    /* 1 for the ASCII characters JSON writes as they are. */
+    static const unsigned char rb_plain[128] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0};
+
     /* Write str ``s`` quoted and escaped at ``p`` (room: 12 per char + 2). */
     static char *rb_put_str(char *p, PyObject *s) {
         Py_ssize_t n = PyUnicode_GET_LENGTH(s), i;
@@ -1881,11 +1892,7 @@ cdef extern from *:
         *p++ = '"';
         if (PyUnicode_IS_COMPACT_ASCII(s)) {
             const unsigned char *text = (const unsigned char *)data;
-            for (i = 0; i < n; i++) {
-                unsigned char c = text[i];
-                if (c < 0x20 || c == '"' || c == '\\\\' || c == 0x7f) break;
-            }
-            memcpy(p, text, (size_t)i);
+            for (i = 0; i < n && rb_plain[text[i]]; i++) p[i] = (char)text[i];
             p += i;
             for (; i < n; i++) {
                 unsigned char c = text[i];
@@ -1961,8 +1968,11 @@ cdef extern from *:
     static int rb_str_order(PyObject *a, PyObject *b) {
         if (PyUnicode_IS_COMPACT_ASCII(a) && PyUnicode_IS_COMPACT_ASCII(b)) {
             Py_ssize_t na = PyUnicode_GET_LENGTH(a), nb = PyUnicode_GET_LENGTH(b);
-            int order = memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)(na < nb ? na : nb));
-            if (order) return order;
+            Py_ssize_t n = na < nb ? na : nb, i;
+            const unsigned char *x = (const unsigned char *)PyUnicode_DATA(a);
+            const unsigned char *y = (const unsigned char *)PyUnicode_DATA(b);
+            for (i = 0; i < n; i++)
+                if (x[i] != y[i]) return x[i] < y[i] ? -1 : 1;
             return na < nb ? -1 : na > nb;
         }
         return PyUnicode_Compare(a, b);
