@@ -29,6 +29,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ class JournalBench:
 
     def __init__(self, implementation: str = "ringbus", warmup_events: int = 60_000) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="ringbus-journal-bench-"))
+        # The files go when the bench does, even if close() is never called.
+        weakref.finalize(self, shutil.rmtree, self.folder, True)
         self.implementation = implementation
         self.plain = make_runner(implementation, "S2")
         self.journaled = make_runner(implementation, "S2")
