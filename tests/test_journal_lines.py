@@ -456,3 +456,20 @@ def test_read_event_line_refuses_what_is_not_an_event_line(
 ) -> None:
     for backend in both_backends:
         assert backend.core.read_event_line(line, prev) is None
+
+
+@pytest.mark.c_extension
+def test_both_cores_document_the_journal_lines_alike() -> None:
+    import inspect
+
+    import ringbus._ringbus as compiled
+    import ringbus._ringbus_py as twin
+
+    for name in ("JournalChain", "encode_event", "encode_value", "sha256_hex", "read_event_line"):
+        ours, theirs = getattr(compiled, name), getattr(twin, name)
+        assert inspect.getdoc(ours) == inspect.getdoc(theirs), name
+    public = {n for n in dir(twin.JournalChain) if not n.startswith("_")}
+    assert public <= set(dir(compiled.JournalChain))
+    for attribute in sorted(public):
+        doc = inspect.getdoc(getattr(twin.JournalChain, attribute))
+        assert inspect.getdoc(getattr(compiled.JournalChain, attribute)) == doc, attribute

@@ -285,8 +285,8 @@ class Journal:
             try:
                 if "mark" in record:
                     events = record.get("events")
-                    if isinstance(events, bool) or not isinstance(events, int):
-                        raise ValueError("events is not an int")
+                    if type(events) is not int or not 0 <= events < 2**63:
+                        raise ValueError("events is not a count")
                     chain.events = events
                     chain.since_mark = 0
                     chain.mark_day = record.get("day")
