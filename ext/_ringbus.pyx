@@ -2594,6 +2594,8 @@ def sha256_hex(data, portable=False):
     core would use the CPU's SHA instructions (the twin always uses
     :mod:`hashlib`); both give the same digest.
     """
+    if type(data) is not bytes:
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
     cdef const unsigned char[::1] view = data
     cdef rb_sha256 state
     cdef char digest[64]
@@ -2663,8 +2665,10 @@ cdef class JournalChain:
         self._out.cap = 0
 
     def __init__(self, chained, checkpoint_every, checkpoint_on_day, day_kind, checkpoint):
+        if not callable(checkpoint):
+            raise TypeError("checkpoint must be callable")
         self.chained = bool(chained)
-        self.checkpoint_every = checkpoint_every
+        self.checkpoint_every = check_non_negative("checkpoint_every", checkpoint_every)
         self.checkpoint_on_day = bool(checkpoint_on_day)
         self._day_kind = check_kind(day_kind)
         self._checkpoint = checkpoint

@@ -115,6 +115,21 @@ def test_sha256_hex_is_hashlib(backend: Any, size: int) -> None:
     assert backend.core.sha256_hex(data, portable=True) == expected
 
 
+def test_chain_and_digest_arguments_fail_alike(both_backends: Any) -> None:
+    calls = [
+        lambda core: core.sha256_hex("text"),
+        lambda core: core.sha256_hex(bytearray(b"x")),
+        lambda core: core.JournalChain(True, -1, True, "DAY_ROLLOVER", print),
+        lambda core: core.JournalChain(True, "5", True, "DAY_ROLLOVER", print),
+        lambda core: core.JournalChain(True, 5, True, "", print),
+        lambda core: core.JournalChain(True, 5, True, "DAY_ROLLOVER", None),
+    ]
+    for call in calls:
+        results = {outcome(call, backend.core) for backend in both_backends}
+        assert len(results) == 1, results
+        assert next(iter(results))[0] in ("TypeError", "ValueError")
+
+
 @settings(max_examples=100, deadline=None)
 @given(data=st.binary(max_size=600))
 def test_sha256_hex_of_any_bytes(backend: Any, data: bytes) -> None:

@@ -859,6 +859,8 @@ def sha256_hex(data: bytes, portable: bool = False) -> str:
     core would use the CPU's SHA instructions (the twin always uses
     :mod:`hashlib`); both give the same digest.
     """
+    if type(data) is not bytes:
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
     return _sha256(data).hexdigest()
 
 
@@ -896,8 +898,10 @@ class JournalChain:
         day_kind: str,
         checkpoint: Callable[[], object],
     ) -> None:
+        if not callable(checkpoint):
+            raise TypeError("checkpoint must be callable")
         self._chained = bool(chained)
-        self.checkpoint_every = checkpoint_every
+        self.checkpoint_every = check_non_negative("checkpoint_every", checkpoint_every)
         self.checkpoint_on_day = bool(checkpoint_on_day)
         self._day_kind = check_kind(day_kind)
         self._checkpoint = checkpoint
