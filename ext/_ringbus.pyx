@@ -15,14 +15,10 @@ reader asks for it.
 cimport cython
 from cpython.object cimport PyObject
 from libc.math cimport isfinite
-from libc.string cimport memcmp, memcpy, memset, strlen
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from libc.string cimport memcpy, memset
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.unicode cimport (
-    PyUnicode_Compare,
-    PyUnicode_CompareWithASCIIString,
-    PyUnicode_GET_LENGTH,
-)
+from cpython.unicode cimport PyUnicode_CompareWithASCIIString, PyUnicode_GET_LENGTH
 from cpython.dict cimport PyDict_Next, PyDict_SetItem
 from cpython.tuple cimport PyTuple_New
 
@@ -1633,6 +1629,10 @@ PyType_Modified(<void*>RingCore)
 # ensure_ascii=True)``), the SHA-256 chain over it, the lines of a drain in one
 # buffer, and a reader that accepts a line only when it is exactly what the
 # writer lays out. The twin has the same functions in Python (hashlib, json).
+
+from libc.string cimport memcmp, strlen
+from cpython.mem cimport PyMem_Realloc
+from cpython.unicode cimport PyUnicode_Compare
 
 cdef extern from *:
     """
