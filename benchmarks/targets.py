@@ -34,6 +34,8 @@ from types import ModuleType
 from typing import Any
 
 from floor import build_floor, runner_maker
+from journal_targets import JournalBench
+from journal_targets import figures as journal_figures
 from perf_targets import RETRY_FACTOR, TARGETS, Target, markdown_table
 from ringbus import EventBusConfig
 from ringbus._bench import (
@@ -326,6 +328,31 @@ def idle_subscribers(ctx: Context, case: str) -> Trial:
     )
 
 
+#: The sides each journal figure compares (see ``journal_targets.py``).
+JOURNAL_SIDES = {
+    "journal": ("S2 journaled", "S2"),
+    "journal-cost": ("S2 journaled", "S2", "plain loop"),
+    "verify": ("plain loop", "verify journal"),
+}
+
+
+def journal(ctx: Context, case: str, figure: str) -> Trial:
+    """A journal figure: journaled S2 over S2, its cost over the plain loop, or verify's speed."""
+    implementation = "ringbus pure" if ctx.core_name == "python" else "ringbus"
+    bench = JournalBench(implementation, warmup_events=ctx.warmup_events)
+    samplers = bench.samplers()
+    sides = JOURNAL_SIDES[figure]
+    return Trial(
+        {name: samplers[name] for name in sides},
+        lambda m: journal_figures(
+            {**dict.fromkeys(("S2 journaled", "S2", "plain loop", "verify journal"), 1.0), **m}
+        )[figure],
+        sides[0],
+        sides[-1],
+        verify=bench.check,
+    )
+
+
 def memory(core: ModuleType, slots: int = 50_000, extra: int = 200_000) -> tuple[float, float]:
     """Bytes per retained event in a full ring, and growth over ``extra`` more events."""
     cls = bus_class_for(core)
@@ -382,6 +409,7 @@ MEASUREMENTS: dict[str, Callable[..., Trial]] = {
     "idle_subscribers": idle_subscribers,
     "bytes_per_event": bytes_per_event,
     "memory_growth": memory_growth,
+    "journal": journal,
 }
 
 

@@ -1,7 +1,7 @@
 """The journal's cost: S2 with and without a journal, the plain stdlib loop, verify.
 
 Each measured call handles 2000 events. The ratios the README states are
-measured interleaved by ``benchmarks/journal_targets.py``; these suites
+measured interleaved by ``benchmarks/targets.py`` (the journal targets); these suites
 give the absolute figures beside them.
 """
 

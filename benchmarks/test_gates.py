@@ -58,6 +58,9 @@ def test_every_target_has_a_measurement_and_a_unique_key() -> None:
     assert target("compiled").promise() == "≥ 10x"
     assert target("floor").promise() == "≤ 1.6"
     assert target("idle").promise() == "≤ 10 % apart"
+    assert target("journal").promise() == "≤ 4"
+    assert target("journal-cost").promise() == "≤ 0.5"
+    assert target("verify").promise() == "≥ 2x"
 
 
 def test_list_prints_the_table() -> None:

@@ -1699,3 +1699,1313 @@ PyDict_SetItem(
     PyDescr_NewMethod(<void*>RingCore, &_publish_method),
 )
 PyType_Modified(<void*>RingCore)
+
+
+# -- journal lines -------------------------------------------------------------
+# The journal's per-event work, done here so that a journal costs a few times
+# the bus and not tens of times: the canonical JSON of an event record
+# (exactly ``json.dumps(event.to_dict(), sort_keys=True, separators=(",", ":"),
+# ensure_ascii=True)``), the SHA-256 chain over it, the lines of a drain in one
+# buffer, and a reader that accepts a line only when it is exactly what the
+# writer lays out. The twin has the same functions in Python (hashlib, json).
+
+from libc.string cimport memcmp, strlen
+from cpython.mem cimport PyMem_Realloc
+from cpython.unicode cimport PyUnicode_Compare
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+
+    static const uint32_t rb_k256[64] = {
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+    typedef void (*rb_blocks_fn)(uint32_t *state, const unsigned char *data, size_t blocks);
+
+    #define RB_ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+    /* FIPS 180-4 SHA-256 compression, portable C. */
+    static void rb_sha256_blocks_portable(uint32_t *s, const unsigned char *p, size_t blocks) {
+        uint32_t w[64];
+        while (blocks--) {
+            int i;
+            uint32_t a, b, c, d, e, f, g, h;
+            for (i = 0; i < 16; i++)
+                w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+                       (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+            for (i = 16; i < 64; i++) {
+                uint32_t s0 = RB_ROTR(w[i - 15], 7) ^ RB_ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+                uint32_t s1 = RB_ROTR(w[i - 2], 17) ^ RB_ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+                w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+            }
+            a = s[0]; b = s[1]; c = s[2]; d = s[3]; e = s[4]; f = s[5]; g = s[6]; h = s[7];
+            for (i = 0; i < 64; i++) {
+                uint32_t t1 = h + (RB_ROTR(e, 6) ^ RB_ROTR(e, 11) ^ RB_ROTR(e, 25)) +
+                              ((e & f) ^ (~e & g)) + rb_k256[i] + w[i];
+                uint32_t t2 = (RB_ROTR(a, 2) ^ RB_ROTR(a, 13) ^ RB_ROTR(a, 22)) +
+                              ((a & b) ^ (a & c) ^ (b & c));
+                h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+            }
+            s[0] += a; s[1] += b; s[2] += c; s[3] += d; s[4] += e; s[5] += f; s[6] += g; s[7] += h;
+            p += 64;
+        }
+    }
+
+    #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    #include <immintrin.h>
+    #include <cpuid.h>
+    #define RB_SHA_X86 1
+
+    /* The same compression with the x86 SHA extensions (Intel's published
+       round structure: two rounds per sha256rnds2, message schedule with
+       sha256msg1/sha256msg2). */
+    __attribute__((target("sha,sse4.1,ssse3")))
+    static void rb_sha256_blocks_shani(uint32_t *state, const unsigned char *data, size_t blocks) {
+        __m128i STATE0, STATE1, MSG, TMP, ABEF, CDGH, M0, M1, M2, M3;
+        const __m128i MASK = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+        TMP = _mm_loadu_si128((const __m128i *)&state[0]);
+        STATE1 = _mm_loadu_si128((const __m128i *)&state[4]);
+        TMP = _mm_shuffle_epi32(TMP, 0xB1);
+        STATE1 = _mm_shuffle_epi32(STATE1, 0x1B);
+        STATE0 = _mm_alignr_epi8(TMP, STATE1, 8);
+        STATE1 = _mm_blend_epi16(STATE1, TMP, 0xF0);
+        while (blocks--) {
+            ABEF = STATE0;
+            CDGH = STATE1;
+            M0 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data + 0)), MASK);
+            M1 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data + 16)), MASK);
+            M2 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data + 32)), MASK);
+            M3 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data + 48)), MASK);
+    #define RB_ROUNDS(M, k)                                                         \\
+            MSG = _mm_add_epi32(M, _mm_loadu_si128((const __m128i *)&rb_k256[k]));  \\
+            STATE1 = _mm_sha256rnds2_epu32(STATE1, STATE0, MSG);                    \\
+            MSG = _mm_shuffle_epi32(MSG, 0x0E);                                     \\
+            STATE0 = _mm_sha256rnds2_epu32(STATE0, STATE1, MSG);
+    #define RB_NEXT(A, B, C, D)                                                     \\
+            A = _mm_sha256msg2_epu32(                                               \\
+                _mm_add_epi32(_mm_sha256msg1_epu32(A, B), _mm_alignr_epi8(D, C, 4)), D);
+            RB_ROUNDS(M0, 0)  RB_NEXT(M0, M1, M2, M3)
+            RB_ROUNDS(M1, 4)  RB_NEXT(M1, M2, M3, M0)
+            RB_ROUNDS(M2, 8)  RB_NEXT(M2, M3, M0, M1)
+            RB_ROUNDS(M3, 12) RB_NEXT(M3, M0, M1, M2)
+            RB_ROUNDS(M0, 16) RB_NEXT(M0, M1, M2, M3)
+            RB_ROUNDS(M1, 20) RB_NEXT(M1, M2, M3, M0)
+            RB_ROUNDS(M2, 24) RB_NEXT(M2, M3, M0, M1)
+            RB_ROUNDS(M3, 28) RB_NEXT(M3, M0, M1, M2)
+            RB_ROUNDS(M0, 32) RB_NEXT(M0, M1, M2, M3)
+            RB_ROUNDS(M1, 36) RB_NEXT(M1, M2, M3, M0)
+            RB_ROUNDS(M2, 40) RB_NEXT(M2, M3, M0, M1)
+            RB_ROUNDS(M3, 44) RB_NEXT(M3, M0, M1, M2)
+            RB_ROUNDS(M0, 48)
+            RB_ROUNDS(M1, 52)
+            RB_ROUNDS(M2, 56)
+            RB_ROUNDS(M3, 60)
+    #undef RB_ROUNDS
+    #undef RB_NEXT
+            STATE0 = _mm_add_epi32(STATE0, ABEF);
+            STATE1 = _mm_add_epi32(STATE1, CDGH);
+            data += 64;
+        }
+        TMP = _mm_shuffle_epi32(STATE0, 0x1B);
+        STATE1 = _mm_shuffle_epi32(STATE1, 0xB1);
+        STATE0 = _mm_blend_epi16(TMP, STATE1, 0xF0);
+        STATE1 = _mm_alignr_epi8(STATE1, TMP, 8);
+        _mm_storeu_si128((__m128i *)&state[0], STATE0);
+        _mm_storeu_si128((__m128i *)&state[4], STATE1);
+    }
+
+    static int rb_cpu_has_sha(void) {
+        unsigned int a, b, c, d;
+        if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+        if (!(c & (1u << 9)) || !(c & (1u << 19))) return 0; /* SSSE3, SSE4.1 */
+        if (__get_cpuid_max(0, 0) < 7) return 0;
+        __cpuid_count(7, 0, a, b, c, d);
+        return (b >> 29) & 1;
+    }
+    #endif
+
+    static rb_blocks_fn rb_sha256_blocks = rb_sha256_blocks_portable;
+
+    /* 1 when the SHA instructions are used, 0 for the portable code. */
+    static int rb_sha256_setup(void) {
+    #ifdef RB_SHA_X86
+        if (rb_cpu_has_sha()) {
+            rb_sha256_blocks = rb_sha256_blocks_shani;
+            return 1;
+        }
+    #endif
+        return 0;
+    }
+
+    typedef struct {
+        uint32_t s[8];
+        unsigned char buf[64];
+        size_t fill;
+        uint64_t total;
+        rb_blocks_fn blocks;
+    } rb_sha256;
+
+    static void rb_sha256_init(rb_sha256 *h, int portable) {
+        static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                       0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+        memcpy(h->s, iv, sizeof(iv));
+        h->fill = 0;
+        h->total = 0;
+        h->blocks = portable ? rb_sha256_blocks_portable : rb_sha256_blocks;
+    }
+
+    static void rb_sha256_update(rb_sha256 *h, const unsigned char *p, size_t n) {
+        h->total += n;
+        if (h->fill) {
+            size_t take = 64 - h->fill;
+            if (take > n) take = n;
+            memcpy(h->buf + h->fill, p, take);
+            h->fill += take;
+            p += take;
+            n -= take;
+            if (h->fill < 64) return;
+            h->blocks(h->s, h->buf, 1);
+            h->fill = 0;
+        }
+        if (n >= 64) {
+            h->blocks(h->s, p, n / 64);
+            p += n & ~(size_t)63;
+            n &= 63;
+        }
+        if (n) {
+            memcpy(h->buf, p, n);
+            h->fill = n;
+        }
+    }
+
+    /* Finish and write the digest as 64 lowercase hex digits. */
+    static void rb_sha256_hex(rb_sha256 *h, char *out) {
+        static const char digits[] = "0123456789abcdef";
+        uint64_t bits = h->total * 8;
+        int i;
+        h->buf[h->fill++] = 0x80;
+        if (h->fill > 56) {
+            memset(h->buf + h->fill, 0, 64 - h->fill);
+            h->blocks(h->s, h->buf, 1);
+            h->fill = 0;
+        }
+        memset(h->buf + h->fill, 0, 56 - h->fill);
+        for (i = 0; i < 8; i++) h->buf[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+        h->blocks(h->s, h->buf, 1);
+        for (i = 0; i < 8; i++) {
+            uint32_t word = h->s[i];
+            int k;
+            for (k = 7; k >= 0; k--) {
+                out[8 * i + k] = digits[word & 15];
+                word >>= 4;
+            }
+        }
+    }
+
+    /* sha256(a + b + c) as hex, for the chain: prev, record, closing brace. */
+    static void rb_chain_hex(const char *a, size_t an, const char *b, size_t bn,
+                             const char *c, size_t cn, char *out) {
+        rb_sha256 h;
+        rb_sha256_init(&h, 0);
+        rb_sha256_update(&h, (const unsigned char *)a, an);
+        rb_sha256_update(&h, (const unsigned char *)b, bn);
+        rb_sha256_update(&h, (const unsigned char *)c, cn);
+        rb_sha256_hex(&h, out);
+    }
+
+    /* JSON string escaping as json's ensure_ascii encoder does it. */
+    static char *rb_escape(char *p, Py_UCS4 c) {
+        static const char digits[] = "0123456789abcdef";
+        *p++ = '\\\\';
+        switch (c) {
+        case '\\\\': *p++ = '\\\\'; return p;
+        case '"': *p++ = '"'; return p;
+        case '\\b': *p++ = 'b'; return p;
+        case '\\f': *p++ = 'f'; return p;
+        case '\\n': *p++ = 'n'; return p;
+        case '\\r': *p++ = 'r'; return p;
+        case '\\t': *p++ = 't'; return p;
+        }
+        if (c >= 0x10000) {
+            Py_UCS4 high = 0xd800 | ((c - 0x10000) >> 10);
+            *p++ = 'u';
+            *p++ = digits[(high >> 12) & 15];
+            *p++ = digits[(high >> 8) & 15];
+            *p++ = digits[(high >> 4) & 15];
+            *p++ = digits[high & 15];
+            *p++ = '\\\\';
+            c = 0xdc00 | ((c - 0x10000) & 0x3ff);
+        }
+        *p++ = 'u';
+        *p++ = digits[(c >> 12) & 15];
+        *p++ = digits[(c >> 8) & 15];
+        *p++ = digits[(c >> 4) & 15];
+        *p++ = digits[c & 15];
+        return p;
+    }
+
+    /* 1 for the ASCII characters JSON writes as they are. */
+    static const unsigned char rb_plain[128] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0};
+
+    /* Write str ``s`` quoted and escaped at ``p`` (room: 12 per char + 2). */
+    static char *rb_put_str(char *p, PyObject *s) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(s), i;
+        int kind = PyUnicode_KIND(s);
+        const void *data = PyUnicode_DATA(s);
+        *p++ = '"';
+        if (PyUnicode_IS_COMPACT_ASCII(s)) {
+            const unsigned char *text = (const unsigned char *)data;
+            for (i = 0; i < n && rb_plain[text[i]]; i++) p[i] = (char)text[i];
+            p += i;
+            for (; i < n; i++) {
+                unsigned char c = text[i];
+                if (c >= 0x20 && c <= 0x7e && c != '"' && c != '\\\\') *p++ = (char)c;
+                else p = rb_escape(p, c);
+            }
+        } else if (kind == PyUnicode_1BYTE_KIND) {
+            const unsigned char *text = (const unsigned char *)data;
+            for (i = 0; i < n; i++) {
+                unsigned char c = text[i];
+                if (c >= 0x20 && c <= 0x7e && c != '"' && c != '\\\\') *p++ = (char)c;
+                else p = rb_escape(p, c);
+            }
+        } else {
+            for (i = 0; i < n; i++) {
+                Py_UCS4 c = PyUnicode_READ(kind, data, i);
+                if (c >= 0x20 && c <= 0x7e && c != '"' && c != '\\\\') *p++ = (char)c;
+                else p = rb_escape(p, c);
+            }
+        }
+        *p++ = '"';
+        return p;
+    }
+
+    static char *rb_put_ll(char *p, long long v) {
+        char tmp[24];
+        int n = 0;
+        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        if (v < 0) *p++ = '-';
+        do { tmp[n++] = (char)('0' + u % 10); u /= 10; } while (u);
+        while (n) *p++ = tmp[--n];
+        return p;
+    }
+
+    /* -- an event record in one pass ---------------------------------------------
+       rb_value_bound gives an upper bound on the bytes of a value's JSON, or -1
+       when the value is not one of the exact types handled here (then the
+       caller takes the general path). For values it accepts, rb_put_value
+       runs no Python code and creates no Python object. */
+
+    #define RB_MAX_DEPTH 32
+    #define RB_TUPLE_ITEMS(t) (((PyTupleObject *)(t))->ob_item)
+
+    static Py_ssize_t rb_value_bound(PyObject *v, int depth) {
+        PyTypeObject *type = Py_TYPE(v);
+        if (v == Py_None || type == &PyBool_Type) return 5;
+        if (type == &PyUnicode_Type) return 12 * PyUnicode_GET_LENGTH(v) + 2;
+        if (type == &PyLong_Type) {
+            int overflow = 0;
+            long long value;
+            if (RINGBUS_INT_COMPACT(v)) return 21;
+            value = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow || (value == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                return -1;
+            }
+            return 21;
+        }
+        if (type == &PyFloat_Type) return isfinite(PyFloat_AS_DOUBLE(v)) ? 32 : -1;
+        if (type == &PyTuple_Type && depth < RB_MAX_DEPTH) {
+            Py_ssize_t n = PyTuple_GET_SIZE(v), i, total = 2;
+            for (i = 0; i < n; i++) {
+                Py_ssize_t one = rb_value_bound(PyTuple_GET_ITEM(v, i), depth + 1);
+                if (one < 0) return -1;
+                total += one + 1;
+            }
+            return total;
+        }
+        return -1;
+    }
+
+    /* Code point order of two exact str (what sorted() on the keys does). */
+    static int rb_str_order(PyObject *a, PyObject *b) {
+        if (PyUnicode_IS_COMPACT_ASCII(a) && PyUnicode_IS_COMPACT_ASCII(b)) {
+            Py_ssize_t na = PyUnicode_GET_LENGTH(a), nb = PyUnicode_GET_LENGTH(b);
+            Py_ssize_t n = na < nb ? na : nb, i;
+            const unsigned char *x = (const unsigned char *)PyUnicode_DATA(a);
+            const unsigned char *y = (const unsigned char *)PyUnicode_DATA(b);
+            for (i = 0; i < n; i++)
+                if (x[i] != y[i]) return x[i] < y[i] ? -1 : 1;
+            return na < nb ? -1 : na > nb;
+        }
+        return PyUnicode_Compare(a, b);
+    }
+
+    static char *rb_put_lit(char *p, const char *text, size_t n) {
+        memcpy(p, text, n);
+        return p + n;
+    }
+
+    /* NULL with an exception set when float formatting fails (memory). */
+    static char *rb_put_value(char *p, PyObject *v) {
+        PyTypeObject *type = Py_TYPE(v);
+        if (v == Py_None) return rb_put_lit(p, "null", 4);
+        if (v == Py_True) return rb_put_lit(p, "true", 4);
+        if (v == Py_False) return rb_put_lit(p, "false", 5);
+        if (type == &PyUnicode_Type) return rb_put_str(p, v);
+        if (type == &PyLong_Type) {
+            int overflow = 0;
+            return rb_put_ll(p, PyLong_AsLongLongAndOverflow(v, &overflow));
+        }
+        if (type == &PyFloat_Type) {
+            char *text = PyOS_double_to_string(PyFloat_AS_DOUBLE(v), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+            size_t n;
+            if (text == NULL) return NULL;
+            n = strlen(text);
+            memcpy(p, text, n);
+            PyMem_Free(text);
+            return p + n;
+        }
+        {
+            Py_ssize_t n = PyTuple_GET_SIZE(v), i;
+            *p++ = '[';
+            for (i = 0; i < n; i++) {
+                if (i) *p++ = ',';
+                p = rb_put_value(p, PyTuple_GET_ITEM(v, i));
+                if (p == NULL) return NULL;
+            }
+            *p++ = ']';
+            return p;
+        }
+    }
+
+    static Py_ssize_t rb_id_bound(PyObject *v) {
+        if (v == Py_None) return 4;
+        if (Py_TYPE(v) != &PyUnicode_Type) return -1;
+        return 12 * PyUnicode_GET_LENGTH(v) + 2;
+    }
+
+    static char *rb_put_id(char *p, PyObject *v) {
+        return v == Py_None ? rb_put_lit(p, "null", 4) : rb_put_str(p, v);
+    }
+
+    /* Bound on the record's bytes; -1: a field or value needs the general path.
+       ``ids``: actor, polity, subject, ward. ``flat``: keys and values. */
+    static Py_ssize_t rb_event_bound(PyObject *kind, PyObject **ids, PyObject **flat,
+                                     Py_ssize_t pairs, PyObject *tags) {
+        Py_ssize_t total = 200, i, one;
+        if (pairs > 64 || Py_TYPE(kind) != &PyUnicode_Type || Py_TYPE(tags) != &PyTuple_Type)
+            return -1;
+        total += 12 * PyUnicode_GET_LENGTH(kind);
+        for (i = 0; i < 4; i++) {
+            if ((one = rb_id_bound(ids[i])) < 0) return -1;
+            total += one;
+        }
+        for (i = 0; i < pairs; i++) {
+            if (Py_TYPE(flat[2 * i]) != &PyUnicode_Type) return -1;
+            if ((one = rb_value_bound(flat[2 * i + 1], 1)) < 0) return -1;
+            total += 12 * PyUnicode_GET_LENGTH(flat[2 * i]) + 4 + one;
+        }
+        for (i = 0; i < PyTuple_GET_SIZE(tags); i++) {
+            PyObject *tag = PyTuple_GET_ITEM(tags, i);
+            if (Py_TYPE(tag) != &PyUnicode_Type) return -1;
+            total += 12 * PyUnicode_GET_LENGTH(tag) + 3;
+        }
+        return total;
+    }
+
+    /* The record of an event that rb_event_bound accepted, keys in sorted order. */
+    static char *rb_put_event(char *p, long long seq, long long tick, long long day,
+                              PyObject *kind, PyObject **ids, PyObject **flat,
+                              Py_ssize_t pairs, PyObject *tags) {
+        Py_ssize_t order[64], i, j, n;
+        for (i = 0; i < pairs; i++) {
+            j = i;
+            while (j > 0 && rb_str_order(flat[2 * order[j - 1]], flat[2 * i]) > 0) {
+                order[j] = order[j - 1];
+                j--;
+            }
+            order[j] = i;
+        }
+        p = rb_put_lit(p, "{\\"actor_id\\":", 12);
+        p = rb_put_id(p, ids[0]);
+        p = rb_put_lit(p, ",\\"day\\":", 7);
+        p = rb_put_ll(p, day);
+        p = rb_put_lit(p, ",\\"kind\\":", 8);
+        p = rb_put_str(p, kind);
+        p = rb_put_lit(p, ",\\"payload\\":{", 12);
+        for (i = 0; i < pairs; i++) {
+            if (i) *p++ = ',';
+            p = rb_put_str(p, flat[2 * order[i]]);
+            *p++ = ':';
+            p = rb_put_value(p, flat[2 * order[i] + 1]);
+            if (p == NULL) return NULL;
+        }
+        p = rb_put_lit(p, "},\\"polity_id\\":", 14);
+        p = rb_put_id(p, ids[1]);
+        p = rb_put_lit(p, ",\\"seq\\":", 7);
+        p = rb_put_ll(p, seq);
+        p = rb_put_lit(p, ",\\"subject_id\\":", 14);
+        p = rb_put_id(p, ids[2]);
+        p = rb_put_lit(p, ",\\"tags\\":[", 9);
+        n = PyTuple_GET_SIZE(tags);
+        for (i = 0; i < n; i++) {
+            if (i) *p++ = ',';
+            p = rb_put_str(p, PyTuple_GET_ITEM(tags, i));
+        }
+        p = rb_put_lit(p, "],\\"tick\\":", 9);
+        p = rb_put_ll(p, tick);
+        p = rb_put_lit(p, ",\\"ward_id\\":", 11);
+        p = rb_put_id(p, ids[3]);
+        *p++ = '}';
+        return p;
+    }
+
+    /* -- reading a line the writer laid out ------------------------------------
+       Each rb_scan_* takes the text at *pos and returns 1 (accepted, *pos past
+       it), 0 (not in canonical form) or -1 (an error is set). */
+
+    static int rb_hexval(char c) {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        return -1;
+    }
+
+    /* A canonical JSON string; ``plain``: no escapes at all. */
+    static int rb_scan_str(const char *s, Py_ssize_t n, Py_ssize_t *pos, int plain) {
+        Py_ssize_t i = *pos;
+        if (i >= n || s[i] != '"') return 0;
+        i++;
+        while (i < n) {
+            unsigned char c = (unsigned char)s[i];
+            if (c == '"') { *pos = i + 1; return 1; }
+            if (c < 0x20 || c > 0x7e) return 0;
+            if (c != '\\\\') { i++; continue; }
+            if (plain || i + 1 >= n) return 0;
+            c = (unsigned char)s[i + 1];
+            if (c == '"' || c == '\\\\' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't') {
+                i += 2;
+                continue;
+            }
+            if (c != 'u' || i + 6 > n) return 0;
+            {
+                int d0 = rb_hexval(s[i + 2]), d1 = rb_hexval(s[i + 3]);
+                int d2 = rb_hexval(s[i + 4]), d3 = rb_hexval(s[i + 5]);
+                unsigned int v;
+                if (d0 < 0 || d1 < 0 || d2 < 0 || d3 < 0) return 0;
+                v = (unsigned int)(d0 << 12 | d1 << 8 | d2 << 4 | d3);
+                if (v >= 0x20 && v < 0x7f) return 0;
+                if (v == 8 || v == 9 || v == 10 || v == 12 || v == 13) return 0;
+            }
+            i += 6;
+        }
+        return 0;
+    }
+
+    static int rb_scan_lit(const char *s, Py_ssize_t n, Py_ssize_t *pos, const char *lit) {
+        Py_ssize_t len = (Py_ssize_t)strlen(lit);
+        if (*pos + len > n || memcmp(s + *pos, lit, (size_t)len) != 0) return 0;
+        *pos += len;
+        return 1;
+    }
+
+    /* A canonical int in [lo, 2**63 - 1] (lo is 0 or -2**63). */
+    static int rb_scan_int(const char *s, Py_ssize_t n, Py_ssize_t *pos, int allow_negative,
+                           long long *out) {
+        Py_ssize_t i = *pos;
+        int negative = 0;
+        unsigned long long value = 0, limit;
+        if (i < n && s[i] == '-') {
+            if (!allow_negative) return 0;
+            negative = 1;
+            i++;
+        }
+        if (i >= n || s[i] < '0' || s[i] > '9') return 0;
+        if (s[i] == '0') {
+            if (negative) return 0; /* "-0" is not canonical */
+            i++;
+        } else {
+            limit = negative ? 9223372036854775808ULL : 9223372036854775807ULL;
+            while (i < n && s[i] >= '0' && s[i] <= '9') {
+                unsigned int digit = (unsigned int)(s[i] - '0');
+                if (value > (limit - digit) / 10) return 0;
+                value = value * 10 + digit;
+                i++;
+            }
+        }
+        if (i < n && (s[i] == '.' || s[i] == 'e' || s[i] == 'E')) return 0;
+        *out = negative ? (long long)(0ULL - value) : (long long)value;
+        *pos = i;
+        return 1;
+    }
+
+    /* A payload value: null, true, false, an int, a finite float written as
+       repr() writes it, or a string. */
+    static int rb_scan_value(const char *s, Py_ssize_t n, Py_ssize_t *pos) {
+        Py_ssize_t i = *pos, start = *pos;
+        long long ignored;
+        char c;
+        if (i >= n) return 0;
+        c = s[i];
+        if (c == '"') return rb_scan_str(s, n, pos, 0);
+        if (c == 'n') return rb_scan_lit(s, n, pos, "null");
+        if (c == 't') return rb_scan_lit(s, n, pos, "true");
+        if (c == 'f') return rb_scan_lit(s, n, pos, "false");
+        if (c != '-' && (c < '0' || c > '9')) return 0;
+        if (c == '-') i++;
+        if (i >= n || s[i] < '0' || s[i] > '9') return 0;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        if (i < n && (s[i] == '.' || s[i] == 'e' || s[i] == 'E')) {
+            char number[64], *end = NULL, *text;
+            double x;
+            int same;
+            if (s[i] == '.') {
+                i++;
+                if (i >= n || s[i] < '0' || s[i] > '9') return 0;
+                while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+            }
+            if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+                i++;
+                if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+                if (i >= n || s[i] < '0' || s[i] > '9') return 0;
+                while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+            }
+            if (i - start >= (Py_ssize_t)sizeof(number)) return 0; /* repr is shorter */
+            memcpy(number, s + start, (size_t)(i - start));
+            number[i - start] = 0;
+            x = PyOS_string_to_double(number, &end, NULL);
+            if (x == -1.0 && PyErr_Occurred()) return -1;
+            if (end != number + (i - start) || !isfinite(x)) return 0;
+            text = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+            if (text == NULL) return -1;
+            same = strlen(text) == (size_t)(i - start) && memcmp(text, number, (size_t)(i - start)) == 0;
+            PyMem_Free(text);
+            if (!same) return 0;
+            *pos = i;
+            return 1;
+        }
+        return rb_scan_int(s, n, pos, 1, &ignored);
+    }
+
+    static int rb_scan_id(const char *s, Py_ssize_t n, Py_ssize_t *pos) {
+        if (*pos < n && s[*pos] == 'n') return rb_scan_lit(s, n, pos, "null");
+        return rb_scan_str(s, n, pos, 0);
+    }
+
+    #define RB_TRY(call) do { int rb_ok_ = (call); if (rb_ok_ <= 0) return rb_ok_; } while (0)
+
+    /* The record part of an event line (everything before ',"hash":"'):
+       exactly its canonical JSON. */
+    static int rb_scan_event(const char *s, Py_ssize_t n, long long clock[3],
+                             Py_ssize_t kind[2]) {
+        Py_ssize_t pos = 0, key_start = -1, key_end = -1;
+        RB_TRY(rb_scan_lit(s, n, &pos, "{\\"actor_id\\":"));
+        RB_TRY(rb_scan_id(s, n, &pos));
+        RB_TRY(rb_scan_lit(s, n, &pos, ",\\"day\\":"));
+        RB_TRY(rb_scan_int(s, n, &pos, 0, &clock[2]));
+        RB_TRY(rb_scan_lit(s, n, &pos, ",\\"kind\\":"));
+        kind[0] = pos + 1;
+        RB_TRY(rb_scan_str(s, n, &pos, 1));
+        kind[1] = pos - 1;
+        if (kind[1] == kind[0]) return 0;
+        RB_TRY(rb_scan_lit(s, n, &pos, ",\\"payload\\":{"));
+        if (pos < n && s[pos] != '}') {
+            for (;;) {
+                Py_ssize_t start = pos + 1, end, common;
+                int order;
+                RB_TRY(rb_scan_str(s, n, &pos, 1));
+                end = pos - 1;
+                if (key_start >= 0) {
+                    /* keys sorted, no duplicates: plain ASCII compares bytewise */
+                    common = (end - start) < (key_end - key_start) ? end - start : key_end - key_start;
+                    order = memcmp(s + key_start, s + start, (size_t)common);
+                    if (order > 0 || (order == 0 && (end - start) <= (key_end - key_start))) return 0;
+                }
+                key_start = start;
+                key_end = end;
+                RB_TRY(rb_scan_lit(s, n, &pos, ":"));
+                RB_TRY(rb_scan_value(s, n, &pos));
+                if (pos < n && s[pos] == ',') { pos++; continue; }
+                break;
+            }
+        }
+        RB_TRY(rb_scan_lit(s, n, &pos, "},\\"polity_id\\":"));
+        RB_TRY(rb_scan_id(s, n, &pos));
+        RB_TRY(rb_scan_lit(s, n, &pos, ",\\"seq\\":"));
+        RB_TRY(rb_scan_int(s, n, &pos, 0, &clock[0]));
+        RB_TRY(rb_scan_lit(s, n, &pos, ",\\"subject_id\\":"));
+        RB_TRY(rb_scan_id(s, n, &pos));
+        RB_TRY(rb_scan_lit(s, n, &pos, ",\\"tags\\":["));
+        if (pos < n && s[pos] != ']') {
+            for (;;) {
+                RB_TRY(rb_scan_str(s, n, &pos, 0));
+                if (pos < n && s[pos] == ',') { pos++; continue; }
+                break;
+            }
+        }
+        RB_TRY(rb_scan_lit(s, n, &pos, "],\\"tick\\":"));
+        RB_TRY(rb_scan_int(s, n, &pos, 0, &clock[1]));
+        RB_TRY(rb_scan_lit(s, n, &pos, ",\\"ward_id\\":"));
+        RB_TRY(rb_scan_id(s, n, &pos));
+        return pos == n;
+    }
+    #undef RB_TRY
+    """
+    ctypedef struct rb_sha256:
+        pass
+    int rb_sha256_setup() noexcept
+    void rb_sha256_init(rb_sha256* h, int portable) noexcept
+    void rb_sha256_update(rb_sha256* h, const unsigned char* p, size_t n) noexcept
+    void rb_sha256_hex(rb_sha256* h, char* out) noexcept
+    void rb_chain_hex(
+        const char* a, size_t an, const char* b, size_t bn, const char* c, size_t cn, char* out
+    ) noexcept
+    char* rb_put_str(char* p, PyObject* s) noexcept
+    PyObject** RB_TUPLE_ITEMS(object t) noexcept
+    Py_ssize_t rb_event_bound(
+        PyObject* kind, PyObject** ids, PyObject** flat, Py_ssize_t pairs, PyObject* tags
+    ) noexcept
+    char* rb_put_event(
+        char* p, long long seq, long long tick, long long day, PyObject* kind, PyObject** ids,
+        PyObject** flat, Py_ssize_t pairs, PyObject* tags
+    ) noexcept
+    char* rb_put_ll(char* p, long long v) noexcept
+    int rb_scan_event(const char* s, Py_ssize_t n, long long* clock, Py_ssize_t* kind) except -1
+    char* PyOS_double_to_string(double val, char format_code, int precision, int flags, int* ptype) except NULL
+    int Py_DTSF_ADD_DOT_0
+
+#: Whether SHA-256 runs on the CPU's SHA instructions (else portable C).
+cdef bint _sha_accelerated = rb_sha256_setup()
+
+
+cdef struct _Out:
+    char* data
+    Py_ssize_t size
+    Py_ssize_t cap
+
+
+cdef int _reserve(_Out* out, Py_ssize_t extra) except -1:
+    """Make room for ``extra`` more bytes (allocates no Python object)."""
+    cdef Py_ssize_t need = out.size + extra
+    cdef Py_ssize_t cap = out.cap if out.cap else 1024
+    cdef char* data
+    if need <= out.cap:
+        return 0
+    while cap < need:
+        cap *= 2
+    data = <char*>PyMem_Realloc(out.data, cap)
+    if data == NULL:
+        raise MemoryError()
+    out.data = data
+    out.cap = cap
+    return 0
+
+
+cdef inline int _put(_Out* out, const char* text, Py_ssize_t size) except -1:
+    if out.size + size > out.cap:
+        _reserve(out, size)
+    memcpy(out.data + out.size, text, size)
+    out.size += size
+    return 0
+
+
+cdef inline int _put_str(_Out* out, object text) except -1:
+    """An exact ``str``, quoted and escaped."""
+    _reserve(out, 12 * PyUnicode_GET_LENGTH(text) + 2)
+    out.size = rb_put_str(out.data + out.size, <PyObject*>text) - out.data
+    return 0
+
+
+cdef inline int _put_ll(_Out* out, long long value) except -1:
+    if out.size + 24 > out.cap:
+        _reserve(out, 24)
+    out.size = rb_put_ll(out.data + out.size, value) - out.data
+    return 0
+
+
+cdef inline int _put_id(_Out* out, object value) except -1:
+    if value is None:
+        return _put(out, "null", 4)
+    return _put_str(out, value)
+
+
+def _refuse_value(value):
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# What json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+# allow_nan=False) does, made once: values this module does not encode itself
+# (subclasses, dicts, non-finite floats, ints beyond 64 bits) go through it, so
+# they are written, or refused, exactly as json does.
+cdef object _json_encoder = __import__("json.encoder").encoder.c_make_encoder(
+    None,
+    _refuse_value,
+    __import__("json.encoder").encoder.encode_basestring_ascii,
+    None,
+    ":",
+    ",",
+    True,
+    False,
+    False,
+)
+
+cdef enum:
+    _MAX_DEPTH = 32  # deeper values go through json (and its recursion check)
+
+
+cdef int _put_json(_Out* out, object value) except -1:
+    cdef str text = "".join(_json_encoder(value, 0))
+    cdef bytes data = text.encode("ascii")
+    return _put(out, data, len(data))
+
+
+cdef int _put_value(_Out* out, object value, int depth) except -1:
+    """Canonical JSON of ``value`` (the caller owns a reference to it)."""
+    cdef object kind = type(value)
+    cdef int overflow = 0
+    cdef long long number
+    cdef double real
+    cdef char* text
+    cdef tuple items
+    cdef Py_ssize_t i
+    if value is None:
+        return _put(out, "null", 4)
+    if value is True:
+        return _put(out, "true", 4)
+    if value is False:
+        return _put(out, "false", 5)
+    if kind is str:
+        return _put_str(out, value)
+    if kind is int:
+        number = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow:
+            return _put_json(out, value)
+        return _put_ll(out, number)
+    if kind is float:
+        real = _float_value(<PyObject*>value)
+        if not isfinite(real):
+            return _put_json(out, value)
+        text = PyOS_double_to_string(real, c"r", 0, Py_DTSF_ADD_DOT_0, NULL)
+        try:
+            _put(out, text, strlen(text))
+        finally:
+            PyMem_Free(text)
+        return 0
+    if (kind is tuple or kind is list) and depth < _MAX_DEPTH:
+        items = tuple(value)  # owned: a list cannot change under us
+        _put(out, "[", 1)
+        for i in range(len(items)):
+            if i:
+                _put(out, ",", 1)
+            _put_value(out, items[i], depth + 1)
+        return _put(out, "]", 1)
+    return _put_json(out, value)
+
+
+cdef int _put_event(_Out* out, WorldEvent event) except -1:
+    """The canonical JSON of ``event.to_dict()``: its keys in sorted order.
+
+    An event of the usual kind (every value of an exact type the C encoder
+    handles) is written in one pass with one reservation; a view's payload
+    is read in its ring slot. The pointers are borrowed: from reading them
+    to the end of ``rb_put_event`` nothing runs Python code or creates a
+    Python object (``_reserve`` and float formatting use PyMem only).
+    """
+    cdef PyObject* ids[4]
+    cdef PyObject** pairs_at
+    cdef Py_ssize_t pairs, bound
+    cdef tuple flat
+    cdef _Storage storage
+    cdef char* end
+    ids[0] = <PyObject*>event._actor_id
+    ids[1] = <PyObject*>event._polity_id
+    ids[2] = <PyObject*>event._subject_id
+    ids[3] = <PyObject*>event._ward_id
+    if event._flat is not None:
+        pairs_at = RB_TUPLE_ITEMS(event._flat)
+        pairs = len(event._flat) // 2
+    else:
+        storage = event._view_of
+        if storage is None or storage.meta[event._slot * M_STRIDE + M_SEQ] != event._seq:
+            return _put_event_general(out, event)
+        pairs_at = storage.objs + event._slot * storage.stride + O_PAIRS
+        pairs = storage.meta[event._slot * M_STRIDE + M_NPAIRS]
+    bound = rb_event_bound(<PyObject*>event._kind, ids, pairs_at, pairs, <PyObject*>event._tags)
+    if bound < 0:
+        return _put_event_general(out, event)
+    _reserve(out, bound)
+    end = rb_put_event(
+        out.data + out.size, event._seq, event._tick, event._day, <PyObject*>event._kind, ids,
+        pairs_at, pairs, <PyObject*>event._tags,
+    )
+    if end == NULL:
+        raise MemoryError()
+    out.size = end - out.data
+    return 0
+
+
+cdef int _put_event_general(_Out* out, WorldEvent event) except -1:
+    """:func:`_put_event` for any event: owned references, value by value."""
+    cdef tuple flat = event._payload_flat()  # owned, keys and values alternating
+    cdef tuple tags = event._tags
+    cdef Py_ssize_t pairs = len(flat) // 2
+    cdef Py_ssize_t order[64]
+    cdef Py_ssize_t i, j, index
+    for i in range(pairs):
+        if type(flat[2 * i]) is not str:
+            raise TypeError("payload keys must be str")
+    # Insertion sort of the keys (at most 64, often already in order).
+    for i in range(pairs):
+        index = i
+        j = i
+        while j > 0 and PyUnicode_Compare(flat[2 * order[j - 1]], flat[2 * index]) > 0:
+            order[j] = order[j - 1]
+            j -= 1
+        order[j] = index
+    _put(out, '{"actor_id":', 12)
+    _put_id(out, event._actor_id)
+    _put(out, ',"day":', 7)
+    _put_ll(out, event._day)
+    _put(out, ',"kind":', 8)
+    _put_str(out, event._kind)
+    _put(out, ',"payload":{', 12)
+    for i in range(pairs):
+        if i:
+            _put(out, ",", 1)
+        _put_str(out, flat[2 * order[i]])
+        _put(out, ":", 1)
+        _put_value(out, flat[2 * order[i] + 1], 1)
+    _put(out, '},"polity_id":', 14)
+    _put_id(out, event._polity_id)
+    _put(out, ',"seq":', 7)
+    _put_ll(out, event._seq)
+    _put(out, ',"subject_id":', 14)
+    _put_id(out, event._subject_id)
+    _put(out, ',"tags":[', 9)
+    for i in range(len(tags)):
+        if i:
+            _put(out, ",", 1)
+        _put_str(out, tags[i])
+    _put(out, '],"tick":', 9)
+    _put_ll(out, event._tick)
+    _put(out, ',"ward_id":', 11)
+    _put_id(out, event._ward_id)
+    return _put(out, "}", 1)
+
+
+cdef WorldEvent _as_event(object event):
+    """``event`` itself, or a WorldEvent of this core built from its fields."""
+    if type(event) is WorldEvent:
+        return <WorldEvent>event
+    return WorldEvent(
+        event.seq,
+        event.tick,
+        event.day,
+        event.kind,
+        event.polity_id,
+        event.ward_id,
+        event.actor_id,
+        event.subject_id,
+        event.payload,
+        event.tags,
+    )
+
+
+cdef str _out_text(_Out* out, Py_ssize_t start):
+    return (out.data + start)[:out.size - start].decode("ascii")
+
+
+def encode_event(event):
+    """Return the canonical JSON of an event's record, as the journal writes it.
+
+    Exactly ``json.dumps(event.to_dict(), sort_keys=True, separators=(",", ":"),
+    ensure_ascii=True)``, without building the dict.
+    """
+    cdef WorldEvent owned = _as_event(event)
+    cdef _Out out
+    out.data = NULL
+    out.size = 0
+    out.cap = 0
+    try:
+        _put_event(&out, owned)
+        return _out_text(&out, 0)
+    finally:
+        PyMem_Free(out.data)
+
+
+def encode_value(value):
+    """Return the canonical JSON of a payload value.
+
+    Exactly ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=True, allow_nan=False)``, with its errors.
+    """
+    cdef _Out out
+    out.data = NULL
+    out.size = 0
+    out.cap = 0
+    try:
+        _put_value(&out, value, 0)
+        return _out_text(&out, 0)
+    finally:
+        PyMem_Free(out.data)
+
+
+def sha256_hex(data, portable=False):
+    """Return the SHA-256 of ``data`` (bytes) as 64 lowercase hex digits.
+
+    ``portable`` uses the portable implementation even where the compiled
+    core would use the CPU's SHA instructions (the twin always uses
+    :mod:`hashlib`); both give the same digest.
+    """
+    if type(data) is not bytes:
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    cdef const unsigned char[::1] view = data
+    cdef rb_sha256 state
+    cdef char digest[64]
+    rb_sha256_init(&state, 1 if portable else 0)
+    if view.shape[0]:
+        rb_sha256_update(&state, &view[0], view.shape[0])
+    rb_sha256_hex(&state, digest)
+    return digest[:64].decode("ascii")
+
+
+cdef class JournalChain:
+    """The per-event work of a journal: encode, chain, buffer.
+
+    :meth:`append` turns an event into its journal line (the canonical JSON
+    of its record, then ``"hash"``: SHA-256 of the previous line's hash and
+    those bytes) and adds it to a buffer that the journal writes with one
+    ``write`` per drain; it keeps the chain head, the last seq, tick and day
+    and the counts that place checkpoints.
+
+    Parameters
+    ----------
+    chained
+        Add a ``"hash"`` member to every line.
+    checkpoint_every
+        Call ``checkpoint`` once this many events follow the last mark
+        (``0``: never).
+    checkpoint_on_day
+        Set :attr:`day_ended` when an event of kind ``day_kind`` or of
+        another day than the last mark is appended.
+    day_kind
+        The kind that ends a day.
+    checkpoint
+        Called without arguments when a checkpoint is due; it adds the mark
+        with :meth:`add_text`.
+    """
+
+    cdef _Out _out
+    cdef char _head[64]
+    cdef Py_ssize_t _head_size
+    cdef readonly bint chained
+    cdef public long long checkpoint_every
+    cdef public bint checkpoint_on_day
+    cdef str _day_kind
+    cdef object _checkpoint
+    cdef bint _has_last
+    cdef long long _last_seq
+    cdef long long _last_tick
+    cdef long long _last_day
+    cdef bint _has_mark_day
+    cdef long long _mark_day
+    cdef public long long events
+    cdef public long long appended
+    cdef public long long since_mark
+    cdef public bint day_ended
+    # The state at the last commit(), restored by rollback().
+    cdef char _saved_head[64]
+    cdef Py_ssize_t _saved_head_size
+    cdef bint _saved_has_last
+    cdef long long _saved_last[3]
+    cdef bint _saved_has_mark_day
+    cdef long long _saved_mark_day
+    cdef long long _saved_counts[3]
+
+    def __cinit__(self):
+        self._out.data = NULL
+        self._out.size = 0
+        self._out.cap = 0
+
+    def __init__(self, chained, checkpoint_every, checkpoint_on_day, day_kind, checkpoint):
+        if not callable(checkpoint):
+            raise TypeError("checkpoint must be callable")
+        self.chained = bool(chained)
+        self.checkpoint_every = check_non_negative("checkpoint_every", checkpoint_every)
+        self.checkpoint_on_day = bool(checkpoint_on_day)
+        self._day_kind = check_kind(day_kind)
+        self._checkpoint = checkpoint
+        self._head_size = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self._out.data)
+        self._out.data = NULL
+
+    @property
+    def last_hash(self):
+        """The chain head: the last line's hash (or the genesis), ``""`` if none."""
+        return self._head[:self._head_size].decode("ascii")
+
+    @last_hash.setter
+    def last_hash(self, value):
+        if type(value) is not str or len(value) not in (0, 64) or not value.isascii():
+            raise ValueError("a chain hash is 64 hex digits (or empty before the first line)")
+        data = value.encode("ascii")
+        memcpy(self._head, <const char*>data, len(data))
+        self._head_size = len(data)
+
+    @property
+    def last_seq(self):
+        """The seq of the last event, or ``None``."""
+        return self._last_seq if self._has_last else None
+
+    @property
+    def last_tick(self):
+        """The tick of the last event, or ``None``."""
+        return self._last_tick if self._has_last else None
+
+    @property
+    def last_day(self):
+        """The day of the last event, or ``None``."""
+        return self._last_day if self._has_last else None
+
+    def set_last(self, seq, tick, day):
+        """Set the last event's seq, tick and day (all ``None``: no event yet)."""
+        if seq is None:
+            self._has_last = False
+            self._last_seq = self._last_tick = self._last_day = 0
+            return
+        cdef long long seq_value = check_non_negative("seq", seq)
+        cdef long long tick_value = check_non_negative("tick", tick)
+        cdef long long day_value = check_non_negative("day", day)
+        self._last_seq = seq_value
+        self._last_tick = tick_value
+        self._last_day = day_value
+        self._has_last = True
+
+    @property
+    def mark_day(self):
+        """The day of the last mark (or first event after it), or ``None``."""
+        return self._mark_day if self._has_mark_day else None
+
+    @mark_day.setter
+    def mark_day(self, value):
+        if value is None:
+            self._has_mark_day = False
+            self._mark_day = 0
+        else:
+            self._mark_day = check_non_negative("day", value)
+            self._has_mark_day = True
+
+    @property
+    def pending_size(self):
+        """Bytes of lines not yet taken."""
+        return self._out.size
+
+    def pending(self):
+        """Return the lines not yet taken, as bytes (they stay until :meth:`clear`)."""
+        return self._out.data[:self._out.size] if self._out.size else b""
+
+    def clear(self):
+        """Drop the lines not yet taken."""
+        self._out.size = 0
+
+    cdef int _close_line(self, Py_ssize_t start) except -1:
+        """Chain the record at ``start`` (it ends with ``}``) and end its line."""
+        cdef char digest[64]
+        if not self.chained:
+            return _put(&self._out, "\n", 1)
+        rb_chain_hex(
+            self._head, self._head_size, self._out.data + start, self._out.size - start,
+            NULL, 0, digest,
+        )
+        self._out.size -= 1
+        _reserve(&self._out, 77)
+        memcpy(self._out.data + self._out.size, ',"hash":"', 9)
+        memcpy(self._out.data + self._out.size + 9, digest, 64)
+        memcpy(self._out.data + self._out.size + 73, '"}\n', 3)
+        self._out.size += 76
+        memcpy(self._head, digest, 64)
+        self._head_size = 64
+        return 0
+
+    def commit(self):
+        """Drop the lines not yet taken (they were written) and remember the state."""
+        self._out.size = 0
+        memcpy(self._saved_head, self._head, 64)
+        self._saved_head_size = self._head_size
+        self._saved_has_last = self._has_last
+        self._saved_last[0] = self._last_seq
+        self._saved_last[1] = self._last_tick
+        self._saved_last[2] = self._last_day
+        self._saved_has_mark_day = self._has_mark_day
+        self._saved_mark_day = self._mark_day
+        self._saved_counts[0] = self.events
+        self._saved_counts[1] = self.since_mark
+        self._saved_counts[2] = self.appended
+
+    def rollback(self):
+        """Drop the lines not yet taken and return to the state of the last :meth:`commit`."""
+        self._out.size = 0
+        memcpy(self._head, self._saved_head, 64)
+        self._head_size = self._saved_head_size
+        self._has_last = self._saved_has_last
+        self._last_seq = self._saved_last[0]
+        self._last_tick = self._saved_last[1]
+        self._last_day = self._saved_last[2]
+        self._has_mark_day = self._saved_has_mark_day
+        self._mark_day = self._saved_mark_day
+        self.events = self._saved_counts[0]
+        self.since_mark = self._saved_counts[1]
+        self.appended = self._saved_counts[2]
+        self.day_ended = False
+
+    def mark_text(self, mark):
+        """Return the canonical JSON of a checkpoint or seal record (without a signature).
+
+        ``{"day", "events", "head", "mark", "seq", "tick"}`` from the chain's
+        state: the last event's day, seq and tick (``null`` before the
+        first), the event count, and the head (``null`` if not chained).
+        """
+        if type(mark) is not str or not mark.isascii() or not mark.isalpha():
+            raise ValueError(f"a mark is a plain word, got {mark!r}")
+        cdef _Out out
+        out.data = NULL
+        out.size = 0
+        out.cap = 0
+        try:
+            _put(&out, '{"day":', 7)
+            if self._has_last:
+                _put_ll(&out, self._last_day)
+            else:
+                _put(&out, "null", 4)
+            _put(&out, ',"events":', 10)
+            _put_ll(&out, self.events)
+            _put(&out, ',"head":', 8)
+            if self.chained:
+                _put(&out, '"', 1)
+                _put(&out, self._head, self._head_size)
+                _put(&out, '"', 1)
+            else:
+                _put(&out, "null", 4)
+            _put(&out, ',"mark":', 8)
+            _put_str(&out, mark)
+            _put(&out, ',"seq":', 7)
+            if self._has_last:
+                _put_ll(&out, self._last_seq)
+            else:
+                _put(&out, "null", 4)
+            _put(&out, ',"tick":', 8)
+            if self._has_last:
+                _put_ll(&out, self._last_tick)
+            else:
+                _put(&out, "null", 4)
+            _put(&out, "}", 1)
+            return _out_text(&out, 0)
+        finally:
+            PyMem_Free(out.data)
+
+    def add_text(self, body):
+        """Add a line whose record is ``body``: canonical JSON of an object, ASCII."""
+        if type(body) is not str or not body.isascii() or not body.endswith("}"):
+            raise ValueError("a journal record is the canonical JSON text of an object")
+        data = (<str>body).encode("ascii")
+        cdef Py_ssize_t start = self._out.size
+        _put(&self._out, data, len(data))
+        self._close_line(start)
+
+    def append(self, event):
+        """Add the line of ``event`` (its seq must follow the last one's).
+
+        Raises
+        ------
+        ValueError
+            The event's seq is not after the last appended one.
+        """
+        cdef WorldEvent owned = _as_event(event)
+        cdef long long seq = owned._seq
+        cdef Py_ssize_t start = self._out.size
+        if self._has_last and seq <= self._last_seq:
+            raise ValueError(
+                f"event seq {seq} is not after the last journaled seq {self._last_seq}: "
+                "a journal is appended in seq order"
+            )
+        try:
+            _put_event(&self._out, owned)
+            self._close_line(start)
+        except BaseException:
+            self._out.size = start
+            raise
+        self._last_seq = seq
+        self._last_tick = owned._tick
+        self._last_day = owned._day
+        self._has_last = True
+        self.events += 1
+        self.appended += 1
+        self.since_mark += 1
+        if self.checkpoint_on_day and (
+            (self._has_mark_day and owned._day != self._mark_day) or owned._kind == self._day_kind
+        ):
+            self.day_ended = True
+        if not self._has_mark_day:
+            self._mark_day = owned._day
+            self._has_mark_day = True
+        if self.checkpoint_every and self.since_mark >= self.checkpoint_every:
+            self._checkpoint()
+
+    __call__ = append
+
+
+def read_event_line(line, prev):
+    """Return ``(seq, tick, day, kind, hash)`` of an event line the writer laid out, else ``None``.
+
+    ``line`` (without its newline) is accepted only when it is exactly the
+    canonical JSON of an event record whose payload values are ``null``,
+    booleans, 64-bit ints, finite floats or strings, whose kind and payload
+    keys need no escapes, followed by the ``"hash"`` member, and that hash
+    is SHA-256 of ``prev`` (64 ASCII characters) and the record's bytes.
+    Anything else returns ``None`` and is for the caller to explain.
+    """
+    cdef long long clock[3]
+    cdef Py_ssize_t kind[2]
+    cdef char digest[64]
+    cdef const char* text
+    cdef Py_ssize_t size
+    if type(line) is not bytes or type(prev) is not str:
+        return None
+    if PyUnicode_GET_LENGTH(prev) != 64 or not (<str>prev).isascii():
+        return None
+    size = len(<bytes>line)
+    text = <bytes>line
+    if size < 76 or memcmp(text + size - 75, ',"hash":"', 9) != 0 or memcmp(text + size - 2, '"}', 2) != 0:
+        return None
+    kind[0] = kind[1] = 0
+    if not rb_scan_event(text, size - 75, clock, kind):
+        return None
+    head = (<str>prev).encode("ascii")
+    rb_chain_hex(<const char*>head, 64, text, size - 75, "}", 1, digest)
+    if memcmp(digest, text + size - 66, 64) != 0:
+        return None
+    return (
+        clock[0],
+        clock[1],
+        clock[2],
+        text[kind[0]:kind[1]].decode("ascii"),
+        digest[:64].decode("ascii"),
+    )

@@ -8,8 +8,12 @@ set, and it is what type checkers see.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import json.encoder
 from collections import deque
 from collections.abc import Callable, Container
+from math import isfinite
 from typing import Any
 
 from ._errors import (
@@ -51,6 +55,7 @@ __all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEve
 Payload = tuple[tuple[str, Any], ...]
 Route = tuple[tuple[Callable[[Any], object], object], ...]
 
+_sha256 = hashlib.sha256
 _set = object.__setattr__
 _new = object.__new__
 
@@ -808,3 +813,398 @@ class RingCore:
 
 def _lane_order(entry: tuple[int, int, WorldEvent]) -> tuple[int, int]:
     return entry[0], entry[1]
+
+
+# -- journal lines -------------------------------------------------------------
+# The journal's per-event work: the canonical JSON of an event record, the
+# SHA-256 chain over it, the lines of a drain in one buffer, and a reader that
+# accepts a line only when it is exactly what the writer lays out.
+
+
+def _refuse_value(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+# allow_nan=False), with the encoder made once.
+_json_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+if _json_encoder is not None:
+    _json_encoder = _json_encoder(
+        None,
+        _refuse_value,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        True,
+        False,
+        False,
+    )
+else:  # pragma: no cover - CPython always has the C encoder
+    _json_encoder = json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).iterencode
+
+
+_escape: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def encode_value(value: object) -> str:
+    """Return the canonical JSON of a payload value.
+
+    Exactly ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=True, allow_nan=False)``, with its errors.
+    """
+    return "".join(_json_encoder(value, 0))
+
+
+def _value_text(value: object) -> str:
+    kind = type(value)
+    if kind is str:
+        return _escape(value)  # type: ignore[arg-type]
+    if kind is int:
+        return int.__repr__(value)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    return encode_value(value)
+
+
+def _as_event(event: Any) -> WorldEvent:
+    if type(event) is WorldEvent:
+        return event
+    return WorldEvent(
+        event.seq,
+        event.tick,
+        event.day,
+        event.kind,
+        event.polity_id,
+        event.ward_id,
+        event.actor_id,
+        event.subject_id,
+        event.payload,
+        event.tags,
+    )
+
+
+def encode_event(event: Any) -> str:
+    """Return the canonical JSON of an event's record, as the journal writes it.
+
+    Exactly ``json.dumps(event.to_dict(), sort_keys=True, separators=(",", ":"),
+    ensure_ascii=True)``, without building the dict.
+    """
+    event = _as_event(event)
+    payload = event.payload
+    for key, _value in payload:
+        if type(key) is not str:
+            raise TypeError("payload keys must be str")
+    body = ",".join(
+        [_escape(key) + ":" + _value_text(value) for key, value in sorted(payload, key=_first)]
+    )
+    actor, polity, subject, ward = event.actor_id, event.polity_id, event.subject_id, event.ward_id
+    return (
+        f'{{"actor_id":{"null" if actor is None else _escape(actor)},"day":{event.day},'
+        f'"kind":{_escape(event.kind)},"payload":{{{body}}},'
+        f'"polity_id":{"null" if polity is None else _escape(polity)},"seq":{event.seq},'
+        f'"subject_id":{"null" if subject is None else _escape(subject)},'
+        f'"tags":[{",".join(map(_escape, event.tags))}],"tick":{event.tick},'
+        f'"ward_id":{"null" if ward is None else _escape(ward)}}}'
+    )
+
+
+def _first(pair: tuple[str, object]) -> str:
+    return pair[0]
+
+
+def sha256_hex(data: bytes, portable: bool = False) -> str:
+    """Return the SHA-256 of ``data`` (bytes) as 64 lowercase hex digits.
+
+    ``portable`` uses the portable implementation even where the compiled
+    core would use the CPU's SHA instructions (the twin always uses
+    :mod:`hashlib`); both give the same digest.
+    """
+    if type(data) is not bytes:
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    return _sha256(data).hexdigest()
+
+
+class JournalChain:
+    """The per-event work of a journal: encode, chain, buffer.
+
+    :meth:`append` turns an event into its journal line (the canonical JSON
+    of its record, then ``"hash"``: SHA-256 of the previous line's hash and
+    those bytes) and adds it to a buffer that the journal writes with one
+    ``write`` per drain; it keeps the chain head, the last seq, tick and day
+    and the counts that place checkpoints.
+
+    Parameters
+    ----------
+    chained
+        Add a ``"hash"`` member to every line.
+    checkpoint_every
+        Call ``checkpoint`` once this many events follow the last mark
+        (``0``: never).
+    checkpoint_on_day
+        Set :attr:`day_ended` when an event of kind ``day_kind`` or of
+        another day than the last mark is appended.
+    day_kind
+        The kind that ends a day.
+    checkpoint
+        Called without arguments when a checkpoint is due; it adds the mark
+        with :meth:`add_text`.
+    """
+
+    def __init__(
+        self,
+        chained: bool,
+        checkpoint_every: int,
+        checkpoint_on_day: bool,
+        day_kind: str,
+        checkpoint: Callable[[], object],
+    ) -> None:
+        if not callable(checkpoint):
+            raise TypeError("checkpoint must be callable")
+        self._chained = bool(chained)
+        self.checkpoint_every = check_non_negative("checkpoint_every", checkpoint_every)
+        self.checkpoint_on_day = bool(checkpoint_on_day)
+        self._day_kind = check_kind(day_kind)
+        self._checkpoint = checkpoint
+        self._head = ""
+        self._lines: list[str] = []
+        self._size = 0
+        self._last: tuple[int, int, int] | None = None
+        self._mark_day: int | None = None
+        self.events = 0
+        self.appended = 0
+        self.since_mark = 0
+        self.day_ended = False
+        self._saved: tuple[Any, ...] = ("", None, None, 0, 0, 0)
+
+    @property
+    def chained(self) -> bool:
+        return self._chained
+
+    @property
+    def last_hash(self) -> str:
+        """The chain head: the last line's hash (or the genesis), ``""`` if none."""
+        return self._head
+
+    @last_hash.setter
+    def last_hash(self, value: str) -> None:
+        if type(value) is not str or len(value) not in (0, 64) or not value.isascii():
+            raise ValueError("a chain hash is 64 hex digits (or empty before the first line)")
+        self._head = value
+
+    @property
+    def last_seq(self) -> int | None:
+        """The seq of the last event, or ``None``."""
+        return None if self._last is None else self._last[0]
+
+    @property
+    def last_tick(self) -> int | None:
+        """The tick of the last event, or ``None``."""
+        return None if self._last is None else self._last[1]
+
+    @property
+    def last_day(self) -> int | None:
+        """The day of the last event, or ``None``."""
+        return None if self._last is None else self._last[2]
+
+    def set_last(self, seq: int | None, tick: int | None, day: int | None) -> None:
+        """Set the last event's seq, tick and day (all ``None``: no event yet)."""
+        if seq is None:
+            self._last = None
+            return
+        self._last = (
+            check_non_negative("seq", seq),
+            check_non_negative("tick", tick),
+            check_non_negative("day", day),
+        )
+
+    @property
+    def mark_day(self) -> int | None:
+        """The day of the last mark (or first event after it), or ``None``."""
+        return self._mark_day
+
+    @mark_day.setter
+    def mark_day(self, value: int | None) -> None:
+        self._mark_day = None if value is None else check_non_negative("day", value)
+
+    @property
+    def pending_size(self) -> int:
+        """Bytes of lines not yet taken."""
+        return self._size
+
+    def pending(self) -> bytes:
+        """Return the lines not yet taken, as bytes (they stay until :meth:`clear`)."""
+        return "".join(self._lines).encode("ascii")
+
+    def clear(self) -> None:
+        """Drop the lines not yet taken."""
+        self._lines.clear()
+        self._size = 0
+
+    def _add(self, body: str) -> None:
+        if self._chained:
+            digest = _sha256((self._head + body).encode("ascii")).hexdigest()
+            line = f'{body[:-1]},"hash":"{digest}"}}\n'
+            self._head = digest
+        else:
+            line = body + "\n"
+        self._lines.append(line)
+        self._size += len(line)
+
+    def commit(self) -> None:
+        """Drop the lines not yet taken (they were written) and remember the state."""
+        self.clear()
+        self._saved = (
+            self._head,
+            self._last,
+            self._mark_day,
+            self.events,
+            self.since_mark,
+            self.appended,
+        )
+
+    def rollback(self) -> None:
+        """Drop the lines not yet taken and return to the state of the last :meth:`commit`."""
+        self.clear()
+        (
+            self._head,
+            self._last,
+            self._mark_day,
+            self.events,
+            self.since_mark,
+            self.appended,
+        ) = self._saved
+        self.day_ended = False
+
+    def mark_text(self, mark: str) -> str:
+        """Return the canonical JSON of a checkpoint or seal record (without a signature).
+
+        ``{"day", "events", "head", "mark", "seq", "tick"}`` from the chain's
+        state: the last event's day, seq and tick (``null`` before the
+        first), the event count, and the head (``null`` if not chained).
+        """
+        if type(mark) is not str or not mark.isascii() or not mark.isalpha():
+            raise ValueError(f"a mark is a plain word, got {mark!r}")
+        last = self._last
+        seq, tick, day = ("null", "null", "null") if last is None else map(str, last)
+        head = f'"{self._head}"' if self._chained else "null"
+        return (
+            f'{{"day":{day},"events":{self.events},"head":{head},"mark":"{mark}",'
+            f'"seq":{seq},"tick":{tick}}}'
+        )
+
+    def add_text(self, body: str) -> None:
+        """Add a line whose record is ``body``: canonical JSON of an object, ASCII."""
+        if type(body) is not str or not body.isascii() or not body.endswith("}"):
+            raise ValueError("a journal record is the canonical JSON text of an object")
+        self._add(body)
+
+    def append(self, event: Any) -> None:
+        """Add the line of ``event`` (its seq must follow the last one's).
+
+        Raises
+        ------
+        ValueError
+            The event's seq is not after the last appended one.
+        """
+        event = _as_event(event)
+        seq = event.seq
+        last = self._last
+        if last is not None and seq <= last[0]:
+            raise ValueError(
+                f"event seq {seq} is not after the last journaled seq {last[0]}: "
+                "a journal is appended in seq order"
+            )
+        self._add(encode_event(event))
+        day = event.day
+        self._last = (seq, event.tick, day)
+        self.events += 1
+        self.appended += 1
+        self.since_mark += 1
+        if self.checkpoint_on_day and (
+            (self._mark_day is not None and day != self._mark_day) or event.kind == self._day_kind
+        ):
+            self.day_ended = True
+        if self._mark_day is None:
+            self._mark_day = day
+        if self.checkpoint_every and self.since_mark >= self.checkpoint_every:
+            self._checkpoint()
+
+    __call__ = append
+
+
+_LINE_KEYS = [*sorted(FIELDS), "hash"]
+_MIN_INT = -(2**63)
+_MAX_INT = 2**63 - 1
+
+
+def _plain(text: str) -> bool:
+    """Whether ``text`` is written in JSON without any escape."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def read_event_line(line: bytes, prev: str) -> tuple[int, int, int, str, str] | None:
+    """Return ``(seq, tick, day, kind, hash)`` of an event line the writer laid out, else ``None``.
+
+    ``line`` (without its newline) is accepted only when it is exactly the
+    canonical JSON of an event record whose payload values are ``null``,
+    booleans, 64-bit ints, finite floats or strings, whose kind and payload
+    keys need no escapes, followed by the ``"hash"`` member, and that hash
+    is SHA-256 of ``prev`` (64 ASCII characters) and the record's bytes.
+    Anything else returns ``None`` and is for the caller to explain.
+    """
+    if type(line) is not bytes or type(prev) is not str:
+        return None
+    if len(prev) != 64 or not prev.isascii():
+        return None
+    if len(line) < 76 or line[-75:-66] != b',"hash":"' or line[-2:] != b'"}':
+        return None
+    if not line.isascii():
+        return None
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if type(record) is not dict or list(record) != _LINE_KEYS:
+        return None
+    seq, tick, day, kind = record["seq"], record["tick"], record["day"], record["kind"]
+    for number in (seq, tick, day):
+        if type(number) is not int or not 0 <= number <= _MAX_INT:
+            return None
+    if type(kind) is not str or not kind or not _plain(kind):
+        return None
+    for name in ("polity_id", "ward_id", "actor_id", "subject_id"):
+        if record[name] is not None and type(record[name]) is not str:
+            return None
+    payload = record["payload"]
+    if type(payload) is not dict:
+        return None
+    for key, value in payload.items():
+        if not _plain(key):
+            return None
+        kind_of = type(value)
+        if kind_of is int:
+            if not _MIN_INT <= value <= _MAX_INT:
+                return None
+        elif kind_of is float:
+            if not isfinite(value):
+                return None
+        elif not (value is None or kind_of is bool or kind_of is str):
+            return None
+    tags = record["tags"]
+    if type(tags) is not list or not all(type(tag) is str for tag in tags):
+        return None
+    stored = record.pop("hash")
+    body = line[:-75] + b"}"
+    if encode_value(record).encode("ascii") != body:
+        return None
+    digest = _sha256(prev.encode("ascii") + body).hexdigest()
+    if digest != stored:
+        return None
+    return seq, tick, day, kind, digest

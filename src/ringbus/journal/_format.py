@@ -34,9 +34,15 @@ import hashlib
 import json
 import json.encoder
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import _backend
 from .._errors import RingbusError
+
+if TYPE_CHECKING or _backend.BACKEND == "python":
+    from .. import _ringbus_py as _core
+else:
+    from .. import _ringbus as _core
 
 __all__ = [
     "CHAINED_FORMAT",
@@ -123,53 +129,13 @@ def _make_encoder(sort_keys: bool) -> Callable[[object], str]:
 encode_canonical: Callable[[object], str] = _make_encoder(True)
 
 
-_escape: Callable[[str], str] = json.encoder.encode_basestring_ascii
-_int_text = int.__repr__
-
-
-def _value_text(value: object) -> str:
-    kind = type(value)
-    if kind is str:
-        return _escape(value)  # type: ignore[arg-type]
-    if kind is int:
-        return _int_text(value)
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "null"
-    return encode_canonical(value)  # floats (NaN refused) and tuples
-
-
-def event_canonical(event: Any) -> str:
-    """Return the canonical JSON of an event's record, built field by field.
-
-    Byte for byte the same as ``canonical_json(event.to_dict())`` (a test
-    checks it), without building the dict: the keys are in sorted order
-    already, and a bus event holds only str, int, float, bool, None and
-    tuples of them.
-    """
-    payload = event.payload
-    body = (
-        ",".join(
-            [
-                _escape(key) + ":" + (_escape(value) if type(value) is str else _value_text(value))
-                for key, value in sorted(payload)
-            ]
-        )
-        if payload
-        else ""
-    )
-    actor, polity, subject, ward = event.actor_id, event.polity_id, event.subject_id, event.ward_id
-    return (
-        f'{{"actor_id":{"null" if actor is None else _escape(actor)},"day":{event.day},'
-        f'"kind":{_escape(event.kind)},"payload":{{{body}}},'
-        f'"polity_id":{"null" if polity is None else _escape(polity)},"seq":{event.seq},'
-        f'"subject_id":{"null" if subject is None else _escape(subject)},'
-        f'"tags":[{",".join(map(_escape, event.tags))}],"tick":{event.tick},'
-        f'"ward_id":{"null" if ward is None else _escape(ward)}}}'
-    )
+#: The canonical JSON text of an event's record, built field by field: byte for
+#: byte ``canonical_json(event.to_dict())`` (a test checks it), without the dict.
+event_canonical: Callable[[Any], str] = _core.encode_event
+#: The per-event work of a journal (encode, chain, buffer), from the core in use.
+JournalChain = _core.JournalChain
+#: The verifier's fast path: an event line exactly as the writer lays it out.
+read_event_line = _core.read_event_line
 
 
 def canonical_json(value: object) -> str:

@@ -28,6 +28,7 @@ from ._format import (
     encode_canonical,
     genesis_hash,
     mark_message,
+    read_event_line,
 )
 from ._sign import VerifyKey, load_public_key
 
@@ -399,10 +400,34 @@ def _verify(
     sha256 = hashlib.sha256
     encode = encode_canonical
     scan_once = _scan_once
+    read_line = read_event_line
     line_number = 0
     events = 0
+    # Lines exactly as the writer lays them out (nearly all) are read by
+    # read_event_line, which checks their form and hash in one pass; any
+    # other line takes the general path below, which explains what is wrong.
+    fast = False
     for number, raw in enumerate(file, start=1):
         line_number = number
+        if fast and prev is not None and raw[-1:] == b"\n":
+            hit = read_line(raw[:-1], prev)
+            if hit is not None:
+                seq, tick, day, kind, prev = hit
+                events += 1
+                report.sealed = False
+                report.last_hash = prev
+                if last_seq is None:
+                    if report.first_seq is None:
+                        report.first_seq = seq
+                elif seq <= last_seq or (report.gaps_checked and seq != last_seq + 1):
+                    _order_problem(number, seq, last_seq, add)
+                if selector is not None and kind not in selector:
+                    _kind_problem(number, kind, report, add)
+                if tick < last_tick or day < last_day:
+                    _clock_problem(number, tick, day, last_tick, last_day, add)
+                last_seq = seq
+                last_tick, last_day = tick, day
+                continue
         if raw[-1:] != b"\n":
             line = raw
             report.lines = number
@@ -445,6 +470,7 @@ def _verify(
                     else None
                 )
                 report.last_hash = prev
+                fast = report.chained and version >= 2
                 continue
             add(
                 JournalProblem(
@@ -520,37 +546,10 @@ def _verify(
             prev = stored
             report.last_hash = stored
         if selector is not None and record["kind"] not in selector:
-            add(
-                JournalProblem(
-                    number,
-                    "kind",
-                    f"kind {record['kind']!r} is not one the header says this journal "
-                    f"records ({report.kinds})",
-                )
-            )
+            _kind_problem(number, record["kind"], report, add)
         if last_seq is not None:
-            if seq <= last_seq:
-                add(
-                    JournalProblem(
-                        number,
-                        "order",
-                        f"seq {seq} does not increase (previous line has seq {last_seq}): "
-                        "lines were swapped, duplicated or moved",
-                    )
-                )
-            elif report.gaps_checked and seq != last_seq + 1:
-                add(
-                    JournalProblem(
-                        number,
-                        "gap",
-                        f"sequence gap: seq {seq} follows seq {last_seq} "
-                        f"({seq - last_seq - 1} event(s) missing)",
-                    )
-                )
-        if tick < last_tick:
-            add(JournalProblem(number, "clock", f"tick went backwards from {last_tick} to {tick}"))
-        elif day < last_day:
-            add(JournalProblem(number, "clock", f"day went backwards from {last_day} to {day}"))
+            _order_problem(number, seq, last_seq, add, report.gaps_checked)
+        _clock_problem(number, tick, day, last_tick, last_day, add)
         last_seq = seq
         last_tick, last_day = tick, day
     report.lines = line_number
@@ -558,6 +557,50 @@ def _verify(
     report.last_seq = last_seq
     _finish(report, line_number, allow_empty, allow_unsealed, expect_head, expect_count, key)
     return report
+
+
+def _kind_problem(number: int, kind: str, report: JournalReport, add: Any) -> None:
+    add(
+        JournalProblem(
+            number,
+            "kind",
+            f"kind {kind!r} is not one the header says this journal records ({report.kinds})",
+        )
+    )
+
+
+def _order_problem(
+    number: int, seq: int, last_seq: int, add: Any, gaps_checked: bool = True
+) -> None:
+    """Report a seq that does not increase, or (``gaps_checked``) skips some."""
+    if seq <= last_seq:
+        add(
+            JournalProblem(
+                number,
+                "order",
+                f"seq {seq} does not increase (previous line has seq {last_seq}): "
+                "lines were swapped, duplicated or moved",
+            )
+        )
+    elif gaps_checked and seq != last_seq + 1:
+        add(
+            JournalProblem(
+                number,
+                "gap",
+                f"sequence gap: seq {seq} follows seq {last_seq} "
+                f"({seq - last_seq - 1} event(s) missing)",
+            )
+        )
+
+
+def _clock_problem(
+    number: int, tick: int, day: int, last_tick: int, last_day: int, add: Any
+) -> None:
+    """Report a tick, or else a day, that went backwards."""
+    if tick < last_tick:
+        add(JournalProblem(number, "clock", f"tick went backwards from {last_tick} to {tick}"))
+    elif day < last_day:
+        add(JournalProblem(number, "clock", f"day went backwards from {last_day} to {day}"))
 
 
 def _coverage(report: JournalReport) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,10 +19,10 @@ from ._format import (
     JOURNAL_FORMAT,
     JOURNAL_VERSION,
     UNCHAINED_FORMAT,
+    JournalChain,
     JournalError,
     canonical_bytes,
     encode_canonical,
-    event_canonical,
     genesis_hash,
 )
 from ._sign import SigningKey, load_private_key
@@ -31,7 +30,6 @@ from ._sign import SigningKey, load_private_key
 __all__ = ["Journal"]
 
 logger = logging.getLogger("ringbus")
-_sha256 = hashlib.sha256
 
 _SNAPSHOT_FORMAT = "ringbus-snapshot"
 _SNAPSHOT_VERSION = 1
@@ -161,20 +159,11 @@ class Journal:
         )
         #: Bytes of a torn last line cut off when the file was resumed.
         self.torn_bytes_dropped = 0
-        #: Events appended through this object.
-        self.appended = 0
-        #: Events in the file (all sessions), counted by checkpoints and the seal.
-        self.events = 0
-        self.last_seq: int | None = None
-        self.last_tick: int | None = None
-        self.last_day: int | None = None
-        self.last_hash = ""
-        self._since_mark = 0
-        self._mark_day: int | None = None
-        self._day_ended = False
-        self._buffer: list[str] = []
+        # Encodes, chains and buffers the lines, and counts (compiled core).
+        self._chain = JournalChain(
+            chained, checkpoint_every, self.checkpoint_on_day, DAY_ROLLOVER, self._checkpoint_due
+        )
         self._buffering = False
-        self._committed: tuple[Any, ...] = ()
         self._bus: Any = None
         self._sub_id: int | None = None
         self._broken: str | None = None
@@ -256,10 +245,11 @@ class Journal:
                     self.path,
                     torn,
                 )
+        chain = self._chain
         if not self._size:
             data = encode_canonical(self._header) + "\n"
             self._write(data.encode("ascii"))
-            self.last_hash = genesis_hash(self._header) if self.chained else ""
+            chain.last_hash = genesis_hash(self._header) if self.chained else ""
             return
         first = os.pread(self._fd, min(self._size, 65536), 0).split(b"\n", 1)[0]
         try:
@@ -280,67 +270,82 @@ class Journal:
         if not self._checkpoint_given and type(header.get("checkpoint_every")) is int:
             self.checkpoint_every = header["checkpoint_every"]
             self._header["checkpoint_every"] = self.checkpoint_every
+            self._chain.checkpoint_every = self.checkpoint_every
         if header != self._header:
             raise JournalError(
                 f"{self.path}: the journal was written with other settings "
                 f"({canonical_bytes(header).decode()}); open it with the same settings "
                 f"(asked: {canonical_bytes(self._header).decode()}) or use a new file"
             )
-        self.last_hash = genesis_hash(header) if self.chained else ""
+        chain.last_hash = genesis_hash(header) if self.chained else ""
         lines = self._tail_lines()
         for number, line in enumerate(lines):
             record = _parse(line, self.path, "line near the end")
             if "format" in record and number == 0:
                 continue
-            if "mark" in record:
-                events = record.get("events")
-                if isinstance(events, bool) or not isinstance(events, int):
-                    raise JournalError(f"{self.path}: a checkpoint near the end is malformed")
-                self.events = events
-                self._since_mark = 0
-                self._mark_day = record.get("day")
-            else:
-                seq = record.get("seq")
-                if isinstance(seq, bool) or not isinstance(seq, int):
-                    raise JournalError(f"{self.path}: a line near the end is not a journal event")
-                self.events += 1
-                self._since_mark += 1
-            if record.get("seq") is not None:
-                self.last_seq = record.get("seq")
-                self.last_tick = record.get("tick")
-                self.last_day = record.get("day")
+            try:
+                if "mark" in record:
+                    events = record.get("events")
+                    if type(events) is not int or not 0 <= events < 2**63:
+                        raise ValueError("events is not a count")
+                    chain.events = events
+                    chain.since_mark = 0
+                    chain.mark_day = record.get("day")
+                else:
+                    seq = record.get("seq")
+                    if isinstance(seq, bool) or not isinstance(seq, int):
+                        raise ValueError("seq is not an int")
+                    chain.events += 1
+                    chain.since_mark += 1
+                if record.get("seq") is not None:
+                    chain.set_last(record.get("seq"), record.get("tick"), record.get("day"))
+            except (TypeError, ValueError, OverflowError):
+                raise JournalError(
+                    f"{self.path}: a line near the end is not a journal event or checkpoint"
+                ) from None
             if self.chained:
                 stored = record.get("hash")
-                if not isinstance(stored, str) or len(stored) != 64:
+                if not isinstance(stored, str) or len(stored) != 64 or not stored.isascii():
                     raise JournalError(f"{self.path}: a line near the end has no chain hash")
-                self.last_hash = stored
+                chain.last_hash = stored
+
+    # -- the chain's state ---------------------------------------------
+    @property
+    def last_hash(self) -> str:
+        """The chain head: the hash of the last line (``""`` for an unchained journal)."""
+        return self._chain.last_hash
+
+    @property
+    def last_seq(self) -> int | None:
+        """The seq of the last event in the file, or ``None``."""
+        return self._chain.last_seq
+
+    @property
+    def last_tick(self) -> int | None:
+        """The tick of the last event in the file, or ``None``."""
+        return self._chain.last_tick
+
+    @property
+    def last_day(self) -> int | None:
+        """The day of the last event in the file, or ``None``."""
+        return self._chain.last_day
+
+    @property
+    def events(self) -> int:
+        """Events in the file (all sessions), counted by checkpoints and the seal."""
+        return self._chain.events
+
+    @property
+    def appended(self) -> int:
+        """Events appended through this object."""
+        return self._chain.appended
 
     # -- appending -------------------------------------------------------
     def _commit_state(self) -> None:
-        self._committed = (
-            self.last_hash,
-            self.last_seq,
-            self.last_tick,
-            self.last_day,
-            self.events,
-            self._since_mark,
-            self._mark_day,
-            self.appended,
-        )
+        self._chain.commit()
 
     def _rollback_state(self) -> None:
-        (
-            self.last_hash,
-            self.last_seq,
-            self.last_tick,
-            self.last_day,
-            self.events,
-            self._since_mark,
-            self._mark_day,
-            self.appended,
-        ) = self._committed
-        self._buffer.clear()
-        self._day_ended = False
+        self._chain.rollback()
 
     def _write(self, data: bytes) -> None:
         """Append ``data`` whole, or roll the file back and raise."""
@@ -371,46 +376,35 @@ class Journal:
         If the write fails the file is cut back, the buffered lines are
         dropped and the chain returns to the last written line.
         """
-        if self._day_ended:
-            self._day_ended = False
-            if self._since_mark:
+        chain = self._chain
+        if chain.day_ended:
+            chain.day_ended = False
+            if chain.since_mark:
                 self._add_mark("checkpoint")
-        if not self._buffer:
+        if not chain.pending_size:
             return
-        data = "".join(self._buffer).encode("ascii")
+        data = chain.pending()
         try:
             self._write(data)
         except BaseException:
             self._rollback_state()
             raise
-        self._buffer.clear()
         self._commit_state()
 
-    def _add_line(self, record: dict[str, Any]) -> None:
-        self._add_text(encode_canonical(record))
-
-    def _add_text(self, body: str) -> None:
-        if self.chained:
-            digest = hashlib.sha256((self.last_hash + body).encode("ascii")).hexdigest()
-            self.last_hash = digest
-            self._buffer.append(f'{body[:-1]},"hash":"{digest}"}}\n')
-        else:
-            self._buffer.append(body + "\n")
+    def _checkpoint_due(self) -> None:
+        self._add_mark("checkpoint")
 
     def _add_mark(self, mark: str) -> None:
-        record: dict[str, Any] = {
-            "day": self.last_day,
-            "events": self.events,
-            "head": self.last_hash if self.chained else None,
-            "mark": mark,
-            "seq": self.last_seq,
-            "tick": self.last_tick,
-        }
+        chain = self._chain
+        body = chain.mark_text(mark)
         if self._signer is not None:
-            record["sig"] = self._signer.sign(canonical_bytes(record))
-        self._add_line(record)
-        self._since_mark = 0
-        self._mark_day = self.last_day
+            # The signature covers the mark without it; "sig" sorts before "tick".
+            at = body.rindex(',"tick":')
+            sig = encode_canonical(self._signer.sign(body.encode("ascii")))
+            body = f'{body[:at]},"sig":{sig}{body[at:]}'
+        chain.add_text(body)
+        chain.since_mark = 0
+        chain.mark_day = chain.last_day
 
     def append(self, event: Any) -> None:
         """Append one event (the subscriber's handler).
@@ -434,35 +428,7 @@ class Journal:
             raise ValueError(
                 f"event kind {event.kind!r} is not recorded by this journal (kinds={self.kinds!r})"
             )
-        seq = event.seq
-        if self.last_seq is not None and seq <= self.last_seq:
-            raise ValueError(
-                f"event seq {seq} is not after the last journaled seq {self.last_seq}: "
-                "a journal is appended in seq order"
-            )
-        day = event.day
-        kind = event.kind
-        body = event_canonical(event)
-        if self.chained:
-            digest = _sha256((self.last_hash + body).encode("ascii")).hexdigest()
-            self.last_hash = digest
-            self._buffer.append(f'{body[:-1]},"hash":"{digest}"}}\n')
-        else:
-            self._buffer.append(body + "\n")
-        self.last_seq = seq
-        self.last_tick = event.tick
-        self.last_day = day
-        self.events += 1
-        self.appended += 1
-        self._since_mark += 1
-        if self.checkpoint_on_day and (
-            kind == DAY_ROLLOVER or (self._mark_day is not None and day != self._mark_day)
-        ):
-            self._day_ended = True
-        if self._mark_day is None:
-            self._mark_day = day
-        if self.checkpoint_every and self._since_mark >= self.checkpoint_every:
-            self._add_mark("checkpoint")
+        self._chain.append(event)
         if not self._buffering:
             self.flush()
 
@@ -516,8 +482,10 @@ class Journal:
                     "hooks": {},
                 }
             )
+        # The chain's own append is the handler: the bus delivers only this
+        # journal's kinds, and close() detaches before the file is closed.
         self._sub_id = bus.subscribe(
-            self.append, kinds=self.kinds, name=name, error_policy=error_policy
+            self._chain.append, kinds=self.kinds, name=name, error_policy=error_policy
         )
         self._bus = bus
         bus.add_drain_listener(self.flush)
