@@ -455,6 +455,7 @@ class Stream:
         raise AssertionError(f"no {event!r} message")
 
     def close(self) -> None:
+        self.response.close()
         self.connection.close()
 
 

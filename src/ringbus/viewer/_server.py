@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import secrets
+import select
 import socket
 import sys
 import threading
@@ -172,6 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The server's own errors (bad request line, header too long...) as JSON."""
         self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # answer with a status line and headers
         text = message or self.responses.get(code, ("error", ""))[0]
         body = json.dumps({"error": text, "status": code}).encode()
         self.send_response(code)
@@ -418,6 +421,15 @@ class _Handler(BaseHTTPRequestHandler):
             wait = viewer.until_epoch(epoch + 1)
             viewer.closing.wait(wait)
             idle += wait
+            if self._client_gone():
+                return  # a closed tab frees its stream at once, not at the next write
+
+    def _client_gone(self) -> bool:
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def _write(self, text: str) -> None:
         self._write_bytes(text.encode())
