@@ -79,6 +79,9 @@ DEAD_LETTERS_SHOWN = 20
 _TOKEN_HEADER = "X-Ringbus-Token"
 _STREAM_BATCH = 500
 _ENCODED_KEPT = 20_000
+# side panels over a moving bus are worked out again at most this often (seconds),
+# however many pages ask: each pass reads the whole ring
+_PANEL_AGE = 0.5
 
 
 def _load_static() -> dict[str, tuple[bytes, str]]:
@@ -532,6 +535,8 @@ class ViewerServer:
         self._cache_lock = threading.Lock()
         self._health_key = -1
         self._health: dict[str, Any] = {}
+        self._cache_at = 0.0
+        self._health_at = 0.0
         self._frame_lock = threading.Lock()
         self._frames: dict[tuple[Any, ...], _Frame] = {}
         self._tops: dict[int, int] = {}
@@ -684,9 +689,13 @@ class ViewerServer:
 
     # -- side panels -----------------------------------------------------
     def _refresh(self) -> tuple[int, int]:
-        """Counts per kind and per tick over the retained ring (cached until the bus moves)."""
+        """Count per kind and per tick over the retained ring, if the last count is stale."""
         key = (self.bus.latest_seq(), self.bus.oldest_seq())
-        if key != self._cache_key:
+        now = time.monotonic()
+        if key != self._cache_key and (
+            now - self._cache_at >= _PANEL_AGE or self._cache_key[0] < 0
+        ):
+            self._cache_at = now
             counts: dict[str, int] = {}
             per_tick: dict[int, dict[str, int]] = {}
             for event in self.bus.get_since(0):
@@ -704,10 +713,10 @@ class ViewerServer:
                 "series": {kind: [per_tick[t].get(kind, 0) for t in ticks] for kind in kinds},
             }
             self._cache_key = key
-        return key
+        return self._cache_key
 
     def counts(self) -> dict[str, Any]:
-        """Events per kind over the retained ring (cached until the bus moves)."""
+        """Events per kind over the retained ring (worked out at most twice a second)."""
         with self._cache_lock:
             key = self._refresh()
             return {
@@ -727,9 +736,13 @@ class ViewerServer:
     def health(self) -> dict[str, Any]:
         """The bus's counters, its dead letters and its newest ``BUS_HEALTH`` report."""
         latest = self.bus.latest_seq()
+        now = time.monotonic()
         with self._cache_lock:
-            if latest == self._health_key:
+            if self._health_key >= 0 and (
+                latest == self._health_key or now - self._health_at < _PANEL_AGE
+            ):
                 return self._health
+            self._health_at = now
         out: dict[str, Any] = {"bus": None, "dead_letters": None, "report": None}
         stats = getattr(self.bus, "stats", None)
         if callable(stats):
