@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from http import HTTPStatus
@@ -81,7 +82,7 @@ _STREAM_BATCH = 500
 _ENCODED_KEPT = 20_000
 # side panels over a moving bus are worked out again at most this often (seconds),
 # however many pages ask: each pass reads the whole ring
-_PANEL_AGE = 0.5
+_PANEL_AGE = 1.0
 
 
 def _load_static() -> dict[str, tuple[bytes, str]]:
@@ -462,6 +463,14 @@ class ViewerServer:
         Names the bus's current run; it changes when the bus starts over.
     """
 
+    _tally: dict[str, int]
+    _per_tick: dict[int, dict[str, int]]
+    _seen: deque[tuple[int, str, int]]
+    _scanned: int
+    _health_key: int
+    _health_scanned: int
+    _report: dict[str, Any] | None
+
     def __init__(
         self,
         bus: BusReader,
@@ -530,10 +539,10 @@ class ViewerServer:
         self._streams = 0
         self._streams_done = threading.Condition()
         self._cache_key: tuple[int, int] = (-1, -1)
+        self._reset_counts()
         self._counts: dict[str, int] = {}
         self._rates: dict[str, Any] = {}
         self._cache_lock = threading.Lock()
-        self._health_key = -1
         self._health: dict[str, Any] = {}
         self._cache_at = 0.0
         self._health_at = 0.0
@@ -589,8 +598,7 @@ class ViewerServer:
                     self._tops.clear()
                     self._encoded.clear()
                 with self._cache_lock:
-                    self._cache_key = (-1, -1)
-                    self._health_key = -1
+                    self._reset_counts()
             self._seen_latest = latest
             return self.run_id
 
@@ -689,22 +697,40 @@ class ViewerServer:
 
     # -- side panels -----------------------------------------------------
     def _refresh(self) -> tuple[int, int]:
-        """Count per kind and per tick over the retained ring, if the last count is stale."""
+        """Count per kind and per tick over the retained ring, if the last count is stale.
+
+        Only events new since the last count are read; those the ring has
+        dropped since are taken off again, so a count costs what arrived.
+        """
         key = (self.bus.latest_seq(), self.bus.oldest_seq())
         now = time.monotonic()
         if key != self._cache_key and (
             now - self._cache_at >= _PANEL_AGE or self._cache_key[0] < 0
         ):
             self._cache_at = now
-            counts: dict[str, int] = {}
-            per_tick: dict[int, dict[str, int]] = {}
-            for event in self.bus.get_since(0):
-                kind = event.kind
+            counts, per_tick, seen = self._tally, self._per_tick, self._seen
+            for event in self.bus.get_since(self._scanned):
+                kind, tick = event.kind, event.tick
+                seen.append((event.seq, kind, tick))
                 counts[kind] = counts.get(kind, 0) + 1
-                tally = per_tick.get(event.tick)
+                tally = per_tick.get(tick)
                 if tally is None:
-                    tally = per_tick[event.tick] = {}
+                    tally = per_tick[tick] = {}
                 tally[kind] = tally.get(kind, 0) + 1
+            if seen:
+                self._scanned = seen[-1][0]
+            oldest = self.bus.oldest_seq()
+            while seen and seen[0][0] < oldest:
+                _, kind, tick = seen.popleft()
+                counts[kind] -= 1
+                if not counts[kind]:
+                    del counts[kind]
+                tally = per_tick[tick]
+                tally[kind] -= 1
+                if not tally[kind]:
+                    del tally[kind]
+                    if not tally:
+                        del per_tick[tick]
             ticks = sorted(per_tick)[-RATE_TICKS:]
             kinds = sorted({kind for tick in ticks for kind in per_tick[tick]})
             self._counts = dict(sorted(counts.items()))
@@ -715,8 +741,18 @@ class ViewerServer:
             self._cache_key = key
         return self._cache_key
 
+    def _reset_counts(self) -> None:
+        self._cache_key = (-1, -1)
+        self._tally = {}
+        self._per_tick = {}
+        self._seen = deque()
+        self._scanned = 0
+        self._health_key = -1
+        self._health_scanned = 0
+        self._report: dict[str, Any] | None = None
+
     def counts(self) -> dict[str, Any]:
-        """Events per kind over the retained ring (worked out at most twice a second)."""
+        """Events per kind over the retained ring (worked out at most once a second)."""
         with self._cache_lock:
             key = self._refresh()
             return {
@@ -743,27 +779,30 @@ class ViewerServer:
             ):
                 return self._health
             self._health_at = now
-        out: dict[str, Any] = {"bus": None, "dead_letters": None, "report": None}
-        stats = getattr(self.bus, "stats", None)
-        if callable(stats):
-            out["bus"] = _retry(stats)
-        letters = getattr(self.bus, "dead_letters", None)
-        if letters is not None and callable(getattr(letters, "stats", None)):
-            out["dead_letters"] = {
-                "stats": _retry(letters.stats),
-                "recent": [
-                    letter.to_dict() | {"event": _event_brief(letter.event)}
-                    for letter in _retry(letters.list)[-DEAD_LETTERS_SHOWN:]
-                ],
-            }
-        query = EventQuery(kinds=("BUS_HEALTH",), limit=1)
-        report = newest_events(self.bus, query, floor=0).events
-        if report:
-            out["report"] = health_report(report[-1])
-        out = json.loads(json.dumps(out, default=str))
-        with self._cache_lock:
+            out: dict[str, Any] = {"bus": None, "dead_letters": None, "report": None}
+            stats = getattr(self.bus, "stats", None)
+            if callable(stats):
+                out["bus"] = _retry(stats)
+            letters = getattr(self.bus, "dead_letters", None)
+            if letters is not None and callable(getattr(letters, "stats", None)):
+                out["dead_letters"] = {
+                    "stats": _retry(letters.stats),
+                    "recent": [
+                        letter.to_dict() | {"event": _event_brief(letter.event)}
+                        for letter in _retry(letters.list)[-DEAD_LETTERS_SHOWN:]
+                    ],
+                }
+            # only reports new since the last look are read; the newest one is kept
+            reports = self.bus.get_since(self._health_scanned, kinds=["BUS_HEALTH"])
+            if reports:
+                self._report = health_report(reports[-1])
+                self._health_scanned = reports[-1].seq
+            else:
+                self._health_scanned = max(self._health_scanned, latest - 1)
+            out["report"] = self._report
+            out = json.loads(json.dumps(out, default=str))
             self._health_key, self._health = latest, out
-        return out
+            return out
 
     # -- streams -----------------------------------------------------------
     def track_stream(self) -> _StreamTracker:
