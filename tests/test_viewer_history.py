@@ -154,3 +154,34 @@ def test_health_labels_transports_and_lists_dead_letters(backend: Any) -> None:
     with serve(plain) as viewer:
         body = fetch(viewer, "/api/health")[1]
         assert body["report"] is None and body["dead_letters"]["stats"]["dead"] == 0
+
+
+def test_counts_kept_up_as_the_ring_turns_over(
+    backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ringbus.viewer import _server
+
+    monkeypatch.setattr(_server, "_PANEL_AGE", 0.0)  # count again on every ask
+    bus = backend.bus(max_events=40)
+    names = (kinds.TICK, kinds.DEPOT_BUILT, kinds.DELIVERY_FAILED)
+    tick = 0
+    with serve(bus) as viewer:
+        for round_ in range(25):
+            for i in range((round_ * 7) % 31 + 1):
+                tick += i % 2
+                bus.publish(names[(round_ + i) % 3], tick=tick)
+            retained = bus.get_since(0)
+            wanted: dict[str, int] = {}
+            per_tick: dict[tuple[str, int], int] = {}
+            for event in retained:
+                wanted[event.kind] = wanted.get(event.kind, 0) + 1
+                per_tick[event.kind, event.tick] = per_tick.get((event.kind, event.tick), 0) + 1
+            assert fetch(viewer, "/api/counts")[1]["counts"] == wanted
+            rates = fetch(viewer, "/api/rates")[1]
+            got = {
+                (kind, t): n
+                for kind, values in rates["series"].items()
+                for t, n in zip(rates["ticks"], values, strict=True)
+                if n
+            }
+            assert got == per_tick
