@@ -692,3 +692,13 @@ def test_cli_serves_a_running_world_until_interrupted(backend: Any) -> None:
 def test_cli_rejects_bad_options() -> None:
     assert cli_main(["viewer", "--days", "-1"]) == 2
     assert cli_main(["viewer", "--tick-delay", "-1"]) == 2
+
+
+def test_readme_viewer_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    section = text[text.index("## Event viewer") :]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match
+    exec(compile(match.group(1), str(readme), "exec"), {})
+    assert capsys.readouterr().out.startswith("open http://127.0.0.1:")
