@@ -134,8 +134,8 @@ def test_load_older_pages_back_and_says_when_the_ring_ends(
     expect(rows(page)).to_have_count(10)
     assert shown_seqs(page)[-1] == 21
     page.click("#older")
-    expect(rows(page)).to_have_count(10)  # the table keeps at most ``limit`` rows
-    assert shown_seqs(page) == list(range(20, 10, -1))
+    expect(rows(page).first).to_have_attribute("data-seq", "20")
+    assert shown_seqs(page) == list(range(20, 10, -1))  # at most ``limit`` rows are kept
     expect(page.locator("#follow")).to_have_text("paused")
     page.click("#older")
     expect(rows(page).first).to_have_attribute("data-seq", "10")
@@ -452,3 +452,36 @@ def test_page_keeps_up_with_a_fast_sim(context: BrowserContext) -> None:
     assert all(0 <= delay < 2000 for delay in delays), delays
     assert nodes < 5000, nodes
     assert problems == []
+
+
+def test_load_older_goes_on_into_the_journal(
+    context: BrowserContext, backend: Any, tmp_path: Any
+) -> None:
+    from ringbus.journal import Journal
+
+    path = tmp_path / "run.jsonl"
+    bus = backend.bus(max_events=20)
+    journal = Journal(path)
+    journal.attach(bus)
+    publish(bus, 60)
+    bus.drain()
+    try:
+        with serve(bus, journal=path) as viewer:
+            page, problems = open_page(context, viewer.url + "?limit=10")
+            expect(rows(page)).to_have_count(10)
+            page.click("#older")
+            expect(rows(page).first).to_have_attribute("data-seq", "50")
+            page.click("#older")  # past the ring's oldest (41): from the journal
+            expect(rows(page).first).to_have_attribute("data-seq", "40")
+            assert shown_seqs(page) == list(range(40, 30, -1))
+            expect(page.locator("#rows tr.from-journal")).to_have_count(10)
+            expect(page.locator("#rows tr.from-journal span.source").first).to_have_text("journal")
+            for top in (30, 20, 10):
+                page.click("#older")
+                expect(rows(page).first).to_have_attribute("data-seq", str(top))
+            assert shown_seqs(page) == list(range(10, 0, -1))
+            page.click("#older")
+            expect(page.locator("#older-note")).to_contain_text("or the journal")
+            assert problems == []
+    finally:
+        journal.close()

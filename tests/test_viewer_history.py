@@ -185,3 +185,56 @@ def test_counts_kept_up_as_the_ring_turns_over(
                 if n
             }
             assert got == per_tick
+
+
+def journaled(backend: Any, path: Any, count: int) -> Any:
+    from ringbus.journal import Journal
+
+    bus = backend.bus(max_events=20)
+    journal = Journal(path)
+    journal.attach(bus)
+    publish_world(bus, count)
+    bus.drain()
+    return bus, journal
+
+
+def test_looking_back_past_the_ring_reads_the_journal(backend: Any, tmp_path: Any) -> None:
+    path = tmp_path / "run.jsonl"
+    bus, journal = journaled(backend, path, 100)  # the ring keeps 81-100
+    try:
+        with serve(bus, journal=path) as viewer:
+            body = events(viewer, "before=81&limit=5")
+            assert seqs(body) == [76, 77, 78, 79, 80]
+            assert {event["source"] for event in body["events"]} == {"journal"}
+            assert body["journal"] is True
+            same = [event.to_dict() for event in bus.get_since(0)]  # not there any more
+            assert same[0]["seq"] == 81
+            # a page that spans both: the journal's part first, then the ring's
+            body = events(viewer, "before=85&limit=10")
+            assert seqs(body) == list(range(75, 85))
+            assert [event.get("source") for event in body["events"]] == ["journal"] * 6 + [None] * 4
+            # the same filters apply
+            body = events(viewer, "before=81&limit=3&kinds=TICK&polity=north")
+            assert seqs(body) == [49, 61, 73]
+            assert {e["kind"] for e in body["events"]} == {kinds.TICK}
+            body = events(viewer, "from_seq=10&to_seq=12")
+            assert seqs(body) == [10, 11, 12]
+            first = body["events"][0]
+            assert first["source"] == "journal"
+            assert (first["kind"], first["tick"], first["day"], first["polity_id"]) == (
+                kinds.DELIVERY_COMPLETED,
+                9,
+                0,
+                "north",
+            )
+            assert first["payload"] == {"index": 9, "label": "item 9", "ok": False}
+            # the newest look and following stay on the ring
+            assert seqs(events(viewer, "limit=3")) == [98, 99, 100]
+            assert seqs(events(viewer, "since=95")) == [96, 97, 98, 99, 100]
+        with serve(bus) as plain:
+            body = events(plain, "before=81&limit=5")
+            assert body["events"] == [] and body["journal"] is False
+    finally:
+        journal.close()
+    with pytest.raises(ValueError, match="is not a file"):
+        serve(bus, journal=tmp_path / "missing.jsonl")

@@ -307,11 +307,13 @@ def run(args: argparse.Namespace) -> int:
         from ringbus.viewer import serve  # imported only when asked for
 
         try:
-            server = serve(bus, host="127.0.0.1", port=args.serve, kpis=kpi.summary)
-        except OSError as error:
+            server = serve(
+                bus, host="127.0.0.1", port=args.serve, kpis=kpi.summary, journal=args.journal
+            )
+        except (OSError, ValueError) as error:
             if journal is not None:
                 journal.close()
-            reason = error.strerror or str(error)
+            reason = getattr(error, "strerror", None) or str(error)
             print(
                 f"ringbus demo: cannot serve the viewer on 127.0.0.1:{args.serve}: {reason}",
                 file=sys.stderr,

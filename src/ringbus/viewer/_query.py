@@ -8,6 +8,8 @@ reader in the server thread cannot hold up the sim thread's publish path.
 from __future__ import annotations
 
 import json
+import os
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,6 +24,7 @@ __all__ = [
     "Selection",
     "kind_counts",
     "export_events",
+    "journal_events",
     "newest_events",
     "parse_flag",
     "parse_query",
@@ -472,6 +475,44 @@ def export_events(bus: BusReader, query: EventQuery) -> list[Any]:
         for event in found
         if (cap is None or event.seq <= cap) and (not query.filtered or query.matches(event))
     ]
+
+
+def journal_events(
+    path: str | os.PathLike[str], query: EventQuery, *, below: int, count: int
+) -> list[Any]:
+    """The newest ``count`` events of a journal matching ``query`` with ``seq < below``.
+
+    The journal is read from its start and the read stops at ``below`` (its
+    events are in seq order); a line torn by a writer still busy is ignored.
+    Events come back as :class:`~ringbus.WorldEvent`, oldest first.
+
+    Raises
+    ------
+    QueryError
+        The journal cannot be read.
+    """
+    from ringbus import WorldEvent
+    from ringbus._selectors import KindSelector
+    from ringbus.journal import JournalError, read_journal
+
+    if count <= 0:
+        return []
+    selector = None if query.kinds is None else KindSelector(query.kinds)
+    floor = query.floor
+    kept: deque[Any] = deque(maxlen=count)
+    try:
+        for _, record in read_journal(path):
+            seq = record.get("seq", 0)
+            if seq >= below:
+                break
+            if seq <= floor or (selector is not None and record.get("kind") not in selector):
+                continue
+            event = WorldEvent.from_dict(record)
+            if not query.filtered or query.matches(event):
+                kept.append(event)
+    except (JournalError, OSError, ValueError, TypeError) as error:
+        raise QueryError(f"the journal cannot be read: {error}") from error
+    return list(kept)
 
 
 def kind_counts(bus: BusReader) -> dict[str, int]:

@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import secrets
 import select
 import socket
@@ -19,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,7 @@ from ._query import (
     call_kpis,
     export_events,
     gap_json,
+    journal_events,
     newest_events,
     parse_flag,
     parse_query,
@@ -78,6 +80,7 @@ RATE_TICKS = 240
 #: Dead letters listed by ``/api/health`` (the newest ones).
 DEAD_LETTERS_SHOWN = 20
 _TOKEN_HEADER = "X-Ringbus-Token"
+_NO_SEQ = 2**63
 _STREAM_BATCH = 500
 _ENCODED_KEPT = 20_000
 # side panels over a moving bus are worked out again at most this often (seconds),
@@ -347,7 +350,18 @@ class _Handler(BaseHTTPRequestHandler):
         viewer = self.server.viewer
         query = parse_query(params)
         selection = select_events(viewer.bus, query)
-        body = viewer.selection_json(selection, finished=viewer.finished).encode()
+        older: list[Any] = []
+        if viewer.journal is not None and query.since is None:
+            # what the ring no longer holds, the journal may: below the oldest retained
+            below = min(
+                selection.oldest_seq or 1,
+                selection.events[0].seq if selection.events else _NO_SEQ,
+                (query.ceiling + 1) if query.ceiling is not None else _NO_SEQ,
+            )
+            older = journal_events(
+                viewer.journal, query, below=below, count=query.limit - len(selection.events)
+            )
+        body = viewer.selection_json(selection, finished=viewer.finished, older=older).encode()
         self._send(HTTPStatus.OK, body, "application/json")
 
     def _export(self, params: dict[str, list[str]]) -> None:
@@ -459,6 +473,8 @@ class ViewerServer:
         Where the server listens (``port`` is the real one when 0 was asked).
     token
         The access token requests must carry, or ``None`` (loopback default).
+    journal
+        The journal file older events are read from, or ``None``.
     run_id
         Names the bus's current run; it changes when the bus starts over.
     """
@@ -483,6 +499,7 @@ class ViewerServer:
         max_streams: int = DEFAULT_MAX_STREAMS,
         allow_hosts: Iterable[str] = (),
         token: str | bool | None = None,
+        journal: str | os.PathLike[str] | None = None,
     ) -> None:
         for name in ("get_since", "latest_seq", "oldest_seq"):
             if not callable(getattr(bus, name, None)):
@@ -523,6 +540,9 @@ class ViewerServer:
             raise ValueError("token may hold only letters, digits, '-', '_' and '.'")
         self.token: str | None = token
         self._login: str | None = secrets.token_urlsafe(24) if token is not None else None
+        if journal is not None and not os.path.isfile(journal):
+            raise ValueError(f"journal {os.fspath(journal)!r} is not a file")
+        self.journal = journal
         self.bus = bus
         self.kpis = kpis
         self.poll_interval = float(poll_interval)
@@ -622,8 +642,13 @@ class ViewerServer:
             self._encoded[event.seq] = text
         return text
 
-    def selection_json(self, selection: Selection, *, finished: bool | None = None) -> str:
-        """The JSON body of ``/api/events`` (and of a stream's ``events`` message)."""
+    def selection_json(
+        self, selection: Selection, *, finished: bool | None = None, older: Sequence[Any] = ()
+    ) -> str:
+        """The JSON body of ``/api/events`` (and of a stream's ``events`` message).
+
+        ``older`` events come first, each marked ``"source": "journal"``.
+        """
         head = {
             "next_since": selection.cursor,
             "latest_seq": selection.latest_seq,
@@ -634,8 +659,14 @@ class ViewerServer:
         }
         if finished is not None:
             head["finished"] = finished
+            head["journal"] = self.journal is not None
         rest = json.dumps(head, separators=(",", ":"))
-        events = ",".join(self.encode(event) for event in selection.events)
+        parts = [
+            json.dumps(event.to_dict() | {"source": "journal"}, separators=(",", ":"))
+            for event in older
+        ]
+        parts.extend(self.encode(event) for event in selection.events)
+        events = ",".join(parts)
         return '{"events":[' + events + "]," + rest[1:]
 
     def epoch(self) -> int:
@@ -914,6 +945,7 @@ def serve(
     max_streams: int = DEFAULT_MAX_STREAMS,
     allow_hosts: Iterable[str] = (),
     token: str | bool | None = None,
+    journal: str | os.PathLike[str] | None = None,
 ) -> ViewerServer:
     """Serve the event viewer for ``bus`` in a background thread.
 
@@ -938,6 +970,11 @@ def serve(
         Access token every request must carry (``X-Ringbus-Token`` header or
         the cookie set by the one-time ``login_url``). ``None``: one is made
         off loopback, none on it; ``True``: always make one; a str: use it.
+    journal
+        The bus's journal file (see :class:`~ringbus.journal.Journal`): a
+        look back past the ring's oldest event (``before``, ``to_seq``, no
+        ``since``) is filled from it, each such event marked
+        ``"source": "journal"``.
 
     Returns
     -------
@@ -961,4 +998,5 @@ def serve(
         max_streams=max_streams,
         allow_hosts=allow_hosts,
         token=token,
+        journal=journal,
     )

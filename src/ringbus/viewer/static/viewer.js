@@ -38,6 +38,7 @@
     fresh: [],          // rows of the newest drawn batch
     days: new Map(),    // KPI day -> closed-day record, for the charts
     colours: new Map(), // kind -> colour, stable while the page lives
+    loadingOlder: false,
   };
 
   function visible(text) {
@@ -125,6 +126,11 @@
     button.type = "button";
     button.setAttribute("aria-expanded", "false");
     cell.appendChild(button);
+    if (event.source === "journal") {
+      // older than the ring: read back from the journal file
+      row.classList.add("from-journal");
+      cell.appendChild(el("span", "journal", "source"));
+    }
     row.appendChild(cell);
     return row;
   }
@@ -441,7 +447,16 @@
 
   async function loadOlder() {
     const shown = Array.from(state.events.keys());
-    if (!shown.length) return;
+    if (!shown.length || state.loadingOlder) return;  // one page at a time
+    state.loadingOlder = true;
+    try {
+      await fetchOlder(shown);
+    } finally {
+      state.loadingOlder = false;
+    }
+  }
+
+  async function fetchOlder(shown) {
     const oldest = Math.min.apply(null, shown);
     setFollowing(false);
     const generation = state.generation;
@@ -451,10 +466,11 @@
     try {
       const data = await getJSON("/api/events?" + params.toString());
       if (generation !== state.generation || !checkRun(data)) return;
-      $("rows").appendChild(showEvents(data.events));
+      $("rows").appendChild(showEvents(data.events.filter((event) => !state.events.has(event.seq))));
       trim(true);
       $("older-note").textContent = data.events.length ? "" :
-        "no older matching events in the ring (oldest retained seq " + data.oldest_seq + ")";
+        "no older matching events in the ring (oldest retained seq " + data.oldest_seq + ")" +
+        (data.journal ? " or the journal" : "");
     } catch (error) {
       showError(error.message);
     }
