@@ -90,40 +90,69 @@ class _Clients:
         self.process.wait(timeout=20)
 
 
+class StreamLoad:
+    """The demo world on ``core`` with the viewer serving it and the client process ready.
+
+    :meth:`without` and :meth:`with_clients` each run one sample and return
+    the share of processor time spent outside the sim thread, in percent
+    (what ``benchmarks/targets.py`` samples); :meth:`close` ends it all.
+    """
+
+    def __init__(self, core: Any = None) -> None:
+        from ringbus import EventBus, EventBusConfig
+        from ringbus._bus import bus_class_for
+        from ringbus.demo import DemoWorld
+        from ringbus.sim.kpi import KpiSubscriber
+        from ringbus.viewer import serve
+
+        bus_class = EventBus if core is None else bus_class_for(core)
+        self.bus = bus_class(EventBusConfig(name="demo"))
+        kpi = KpiSubscriber()
+        kpi.attach(self.bus)
+        self.world = DemoWorld(self.bus, seed=1, events_per_tick=16, ticks_per_day=24)
+        self.viewer = serve(self.bus, kpis=kpi.summary)
+        self.clients = _Clients(self.viewer.url)
+        self.last_rate = 0.0
+        _sample(self.world, self.bus)  # warm up
+
+    def without(self) -> float:
+        share, self.last_rate = _sample(self.world, self.bus)
+        return 100 * share
+
+    def with_clients(self) -> float:
+        viewer = self.viewer
+        self.clients.command("open")
+        _wait(lambda: viewer._streams == CLIENTS, "the streams to open")
+        try:
+            share, self.last_rate = _sample(self.world, self.bus)
+        finally:
+            self.clients.command("close")
+            _wait(lambda: viewer._streams == 0, "the streams to close")
+        return 100 * share
+
+    def close(self) -> None:
+        self.clients.close()
+        self.viewer.close()
+
+
 def measure_slowdown(rounds: int) -> tuple[list[float], list[float]]:
     """Each round's slowdown of the demo world with ``CLIENTS`` live streams open.
 
     Returns the rounds' figures (processor share) and wall-clock slowdowns.
     """
-    from ringbus import EventBus, EventBusConfig
-    from ringbus.demo import DemoWorld
-    from ringbus.sim.kpi import KpiSubscriber
-    from ringbus.viewer import serve
-
-    bus = EventBus(EventBusConfig(name="demo"))
-    kpi = KpiSubscriber()
-    kpi.attach(bus)
-    world = DemoWorld(bus, seed=1, events_per_tick=16, ticks_per_day=24)
     slowdowns: list[float] = []
     wall: list[float] = []
-    with serve(bus, kpis=kpi.summary) as viewer:
-        clients = _Clients(viewer.url)
-        try:
-            _sample(world, bus)  # warm up
-            for index in range(rounds):
-                samples: dict[bool, tuple[float, float]] = {}
-                for with_clients in (False, True) if index % 2 else (True, False):
-                    if with_clients:
-                        clients.command("open")
-                        _wait(lambda: viewer._streams == CLIENTS, "the streams to open")
-                    samples[with_clients] = _sample(world, bus)
-                    if with_clients:
-                        clients.command("close")
-                        _wait(lambda: viewer._streams == 0, "the streams to close")
-                slowdowns.append(samples[True][0] - samples[False][0])
-                wall.append(1 - samples[True][1] / samples[False][1])
-        finally:
-            clients.close()
+    load = StreamLoad()
+    try:
+        for index in range(rounds):
+            shares: dict[bool, tuple[float, float]] = {}
+            for with_clients in (False, True) if index % 2 else (True, False):
+                share = load.with_clients() if with_clients else load.without()
+                shares[with_clients] = (share / 100, load.last_rate)
+            slowdowns.append(shares[True][0] - shares[False][0])
+            wall.append(1 - shares[True][1] / shares[False][1])
+    finally:
+        load.close()
     return slowdowns, wall
 
 

@@ -685,7 +685,7 @@ class ViewerServer:
         up to the same seq (fixed at the period's first read), so the read and
         its encoding are done once and the bytes go to each of them.
         """
-        key = (tuple(sorted(query.to_params().items())), tail, epoch)
+        key = (query, tail, epoch)  # a frozen query: its filters and cursor
         with self._frame_lock:
             found = self._frames.get(key)
             if found is not None:
