@@ -1,7 +1,8 @@
 """The sim's slowdown with live viewer streams open, as a ratio measured in one run.
 
 Run: ``pytest benchmarks/test_bench_viewer.py -s`` (it prints the figures).
-The demo world runs at full speed on the compiled core (or the pure twin
+The demo world runs at full speed on the compiled core (the promise is the
+compiled core's, like every performance target; the check is deselected
 under ``RINGBUS_NO_EXTENSIONS``) with the viewer serving its bus. Samples
 alternate between no client and ``CLIENTS`` live streams, each opened by a
 separate process as browser tabs would be (``?limit=200&tail=1``, what the
@@ -33,14 +34,18 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
+from ringbus._bench import compiled_core
+
 CLIENTS = 16
 #: The promise: 16 live streams slow the sim by at most this much.
 SLOWDOWN_LIMIT = 0.15
-ROUNDS = 7
-SAMPLE_SECONDS = 1.0
+ROUNDS = 5
+SAMPLE_SECONDS = 0.6
 #: Untimed stepping before each sample: new streams' first reads are their own
 #: (each starts at its own seq); the promise is about streams that follow along.
-SETTLE_SECONDS = 0.3
+SETTLE_SECONDS = 0.25
 RETRY_FACTOR = 3
 
 
@@ -142,7 +147,10 @@ def measure_slowdown(rounds: int) -> tuple[list[float], list[float]]:
     """
     slowdowns: list[float] = []
     wall: list[float] = []
-    load = StreamLoad()
+    core = compiled_core()
+    if core is None:
+        raise RuntimeError("the compiled core ringbus._ringbus is not built")
+    load = StreamLoad(core)
     try:
         for index in range(rounds):
             shares: dict[bool, tuple[float, float]] = {}
@@ -156,6 +164,7 @@ def measure_slowdown(rounds: int) -> tuple[list[float], list[float]]:
     return slowdowns, wall
 
 
+@pytest.mark.c_extension
 def test_sixteen_live_streams_slow_the_sim_by_at_most_15_percent() -> None:
     slowdowns, wall = measure_slowdown(ROUNDS)
     figure = statistics.median(slowdowns)

@@ -47,9 +47,15 @@ def open_page(context: BrowserContext, url: str) -> tuple[Page, list[str]]:
     return page, problems
 
 
+def new_bus(**options: Any) -> Any:
+    """A bus on the core in use: the page does not depend on the core, and the API
+    tests run every read on both cores, so the browser runs once per environment."""
+    return EventBus(EventBusConfig(**options))
+
+
 @pytest.fixture
-def bus(backend: Any) -> Any:
-    bus = backend.bus(max_events=1000)
+def bus() -> Any:
+    bus = new_bus(max_events=1000)
     publish(bus, 30)
     return bus
 
@@ -272,10 +278,8 @@ class Transport:
         return {"state": "backoff", "sent": 0, "failed": 1, "dropped": 0, "buffered": 1}
 
 
-def test_health_and_dead_letter_panels_label_their_fields(
-    context: BrowserContext, backend: Any
-) -> None:
-    bus = backend.bus(max_events=1000, error_policy="dead_letter", max_retries=0)
+def test_health_and_dead_letter_panels_label_their_fields(context: BrowserContext) -> None:
+    bus = new_bus(max_events=1000, error_policy="dead_letter", max_retries=0)
 
     def broken(event: Any) -> None:
         raise ValueError("no room in depot")
@@ -309,10 +313,8 @@ def test_health_and_dead_letter_panels_label_their_fields(
 # -- runs ------------------------------------------------------------------------------
 
 
-def test_a_restarted_sim_is_noticed_and_shown_from_its_start(
-    context: BrowserContext, backend: Any
-) -> None:
-    first = backend.bus(max_events=1000)
+def test_a_restarted_sim_is_noticed_and_shown_from_its_start(context: BrowserContext) -> None:
+    first = new_bus(max_events=1000)
     publish(first, 40)
     viewer = serve(first)
     port = viewer.port
@@ -323,7 +325,7 @@ def test_a_restarted_sim_is_noticed_and_shown_from_its_start(
         run = page.locator("#run").text_content()
     finally:
         viewer.close()
-    second = backend.bus(max_events=1000)
+    second = new_bus(max_events=1000)
     publish(second, 3)
     with serve(second, port=port) as again:
         expect(page.locator("#notice")).to_contain_text("The sim started over")
@@ -337,10 +339,8 @@ def test_a_restarted_sim_is_noticed_and_shown_from_its_start(
         assert problems == []
 
 
-def test_a_finished_run_says_so_even_after_the_server_goes(
-    context: BrowserContext, backend: Any
-) -> None:
-    bus = backend.bus(max_events=1000)
+def test_a_finished_run_says_so_even_after_the_server_goes(context: BrowserContext) -> None:
+    bus = new_bus(max_events=1000)
     publish(bus, 5)
     viewer = serve(bus)
     try:
@@ -399,7 +399,7 @@ def test_page_keeps_up_with_a_fast_sim(context: BrowserContext) -> None:
         page, problems = open_page(context, url)
         expect(page.locator("#status")).to_have_text("live")
         first_seq, started = get_json(url + "api/events?limit=1")["latest_seq"], time.monotonic()
-        page.wait_for_timeout(1500)
+        page.wait_for_timeout(1000)
         behind = []
         for _ in range(6):
             behind.append(
@@ -437,7 +437,7 @@ def test_page_keeps_up_with_a_fast_sim(context: BrowserContext) -> None:
             )
         ]
         page.click("#clear")
-        page.wait_for_timeout(1500)
+        page.wait_for_timeout(1000)
         nodes = page.evaluate("document.getElementsByTagName('*').length")
         rate = (get_json(url + "api/events?limit=1")["latest_seq"] - first_seq) / (
             time.monotonic() - started
@@ -454,13 +454,11 @@ def test_page_keeps_up_with_a_fast_sim(context: BrowserContext) -> None:
     assert problems == []
 
 
-def test_load_older_goes_on_into_the_journal(
-    context: BrowserContext, backend: Any, tmp_path: Any
-) -> None:
+def test_load_older_goes_on_into_the_journal(context: BrowserContext, tmp_path: Any) -> None:
     from ringbus.journal import Journal
 
     path = tmp_path / "run.jsonl"
-    bus = backend.bus(max_events=20)
+    bus = new_bus(max_events=20)
     journal = Journal(path)
     journal.attach(bus)
     publish(bus, 60)
