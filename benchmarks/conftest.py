@@ -1,7 +1,7 @@
 """Fixtures for the pytest-benchmark suites.
 
 The suites time the installed (or ``PYTHONPATH``) ringbus; the workload, the
-implementations and the floor come from :mod:`ringbus._bench`, so the suites,
+implementations come from :mod:`ringbus._bench` (the floor from ``floor.py``), so the suites,
 the gates and ``python -m ringbus bench`` measure the same thing.
 
 Run them with ``pytest benchmarks`` (timed) or ``pytest benchmarks
@@ -31,21 +31,10 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not extensions_disabled():
-        return
-    kept, deselected = [], []
-    for item in items:
-        (deselected if item.get_closest_marker("c_extension") else kept).append(item)
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = kept
-
-
 @pytest.fixture(scope="session")
 def floor_module() -> ModuleType:
-    """The floor, ``ringbus._bench.FLOOR_SOURCE`` compiled (needs Cython and a compiler)."""
-    from ringbus._bench import build_floor
+    """The floor, ``floor_bus.pyx`` compiled (needs Cython and a compiler)."""
+    from floor import build_floor
 
     if importlib.util.find_spec("Cython") is None:
         if extensions_disabled():

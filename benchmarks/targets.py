@@ -33,18 +33,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from floor import build_floor, runner_maker
 from perf_targets import RETRY_FACTOR, TARGETS, Target, markdown_table
 from ringbus import EventBusConfig
 from ringbus._bench import (
     SCENARIOS,
     Runner,
-    build_floor,
+    bus_runner,
     check_deliveries,
     compiled_core,
     empty_publish,
     environment_lines,
     make_batch,
-    make_runner,
 )
 from ringbus._bus import bus_class_for
 from ringbus.kinds import CORE_KINDS
@@ -189,8 +189,8 @@ def _runner(name: str, scenario: str, ctx: Context) -> Runner:
     package = PEERS.get(name)
     if package is not None and importlib.util.find_spec(package) is None:
         raise MissingPart(f"{package} is not installed (pip install 'ringbus[bench]')")
-    return make_runner(
-        name, scenario, floor=ctx.floor, batch=make_batch(SCENARIOS[scenario].events_per_tick)
+    return runner_maker(ctx.floor)(
+        name, SCENARIOS[scenario], make_batch(SCENARIOS[scenario].events_per_tick)
     )
 
 
@@ -277,29 +277,14 @@ def ring_sizes(ctx: Context, case: str) -> Trial:
     buses = {}
     for slots, name in ((1_000_000, "1,000,000 slots"), (1_000, "1,000 slots")):
         bus = bus_class_for(ctx.core)(EventBusConfig(max_events=slots))
-        batch = make_batch(100)
-        publish, drain, set_clock = bus.publish, bus.drain, bus.set_clock
-        tick = 0
+        runner = bus_runner(name, bus, bus.subscribe, SCENARIOS["S1"], make_batch(100))
         while len(bus) < slots:  # fill the ring: the measured publishes overwrite
-            tick += 1
-            set_clock(tick, tick // 100)
-            for kind, payload in batch:
-                publish(kind, payload=payload)
-            drain()
-        state = {"tick": tick}
+            runner.run(1)
         buses[name] = (bus, slots)
 
-        def sample(bus: Any = bus, state: dict[str, int] = state, batch: Any = batch) -> float:
-            publish, drain, set_clock = bus.publish, bus.drain, bus.set_clock
-            tick = state["tick"]
+        def sample(run: Callable[[int], None] = runner.run) -> float:
             start = CLOCK()
-            for _ in range(SAMPLE_EVENTS // 100):
-                tick += 1
-                set_clock(tick, tick // 100)
-                for kind, payload in batch:
-                    publish(kind, payload=payload)
-                drain()
-            state["tick"] = tick
+            run(SAMPLE_EVENTS // 100)
             return (CLOCK() - start) / SAMPLE_EVENTS
 
         samplers[name] = sample

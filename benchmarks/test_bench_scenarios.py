@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from bench_support import implementation_params
-from ringbus._bench import SCENARIOS, expected_deliveries, make_runner
+from floor import runner_maker
+from ringbus._bench import SCENARIOS, expected_deliveries, make_batch
 
 EVENTS_PER_CALL = 1000
 
@@ -30,7 +31,9 @@ def test_scenario(
     floor: ModuleType | None = (
         request.getfixturevalue("floor_module") if implementation == "floor" else None
     )
-    runner = make_runner(implementation, scenario, floor=floor)
+    runner = runner_maker(floor)(
+        implementation, SCENARIOS[scenario], make_batch(SCENARIOS[scenario].events_per_tick)
+    )
     ticks = EVENTS_PER_CALL // runner.scenario.events_per_tick
     calls = [0]
 

@@ -17,7 +17,14 @@ import pytest
 
 from bench_support import core_module, core_params
 from ringbus import EventBusConfig
-from ringbus._bench import empty_publish, expected_deliveries, make_batch, make_runner
+from ringbus._bench import (
+    SCENARIOS,
+    bus_runner,
+    empty_publish,
+    expected_deliveries,
+    make_batch,
+    make_runner,
+)
 from ringbus._bus import bus_class_for
 from ringbus.kinds import CORE_KINDS
 
@@ -56,24 +63,17 @@ def test_empty_call(benchmark: Any) -> None:
 @pytest.mark.parametrize("core", core_params())
 def test_ring_size(benchmark: Any, core: str, slots: int) -> None:
     bus = bus_class_for(core_module(core))(EventBusConfig(max_events=slots))
-    batch = make_batch(100)
-    publish, drain, set_clock = bus.publish, bus.drain, bus.set_clock
-    clock = [0]
+    runner = bus_runner("ringbus", bus, bus.subscribe, SCENARIOS["S1"], make_batch(100))
+    calls = [0]
 
     def run() -> None:
-        tick = clock[0]
-        for _ in range(10):
-            tick += 1
-            set_clock(tick, tick // 100)
-            for kind, payload in batch:
-                publish(kind, payload=payload)
-            drain()
-        clock[0] = tick
+        calls[0] += 1
+        runner.run(10)
 
     benchmark.group = f"ring size, {core} core: S1 (1000 events per call)"
     benchmark.pedantic(run, rounds=30, iterations=1, warmup_rounds=2)
-    assert bus.latest_seq() == clock[0] * 100
-    assert len(bus) == min(slots, clock[0] * 100)
+    assert bus.latest_seq() == calls[0] * 1000
+    assert len(bus) == min(slots, calls[0] * 1000)
 
 
 @pytest.mark.parametrize("idle", [0, 100], ids=["S3", "S3+100-idle"])

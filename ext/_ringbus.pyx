@@ -41,16 +41,21 @@ from ringbus._normalise import (
     DROP_POLICIES,
     FIELDS,
     MAX_PAYLOAD_ITEMS_LIMIT,
+    NORMAL,
+    URGENT,
     TRUNCATED_KEY,
     check_non_negative,
     check_id,
     check_kind,
+    check_lane,
     check_limit,
     check_positive,
     event_args_from_dict,
     jsonify,
+    lane_of,
     normalise_payload,
     normalise_tags,
+    thaw_value,
 )
 
 cdef extern from "Python.h":
@@ -532,12 +537,17 @@ cdef class WorldEvent:
         }
 
     def payload_dict(self):
-        """Return the payload as a new dict; the event is untouched."""
+        """Return the payload as a new dict; the event is untouched.
+
+        Nested mappings (frozen as tuples of pairs) come back as dicts.
+        """
         cdef dict payload = {}
         cdef tuple flat = self._payload_flat()
         cdef Py_ssize_t i
+        cdef object value
         for i in range(0, len(flat), 2):
-            payload[flat[i]] = flat[i + 1]
+            value = flat[i + 1]
+            payload[flat[i]] = thaw_value(value) if type(value) is tuple else value
         return payload
 
     @classmethod
@@ -589,6 +599,8 @@ cdef class RingCore:
     # positions of those already dispatched ahead of their turn.
     cdef object _urgent
     cdef set _done
+    # The lane of each pending "high" or "low" event, by seq.
+    cdef dict _levels
     # Direct delivery: destination of each pending direct event, by seq.
     cdef dict _destinations
     cdef readonly dict _routes
@@ -606,6 +618,7 @@ cdef class RingCore:
         self._spill = deque()
         self._urgent = deque()
         self._done = set()
+        self._levels = {}
         self._destinations = {}
 
     def __init__(
@@ -647,6 +660,7 @@ cdef class RingCore:
         self._spill = deque()
         self._urgent = deque()
         self._done = set()
+        self._levels = {}
         self._destinations = {}
         self._seq = 0
         self._tick = 0
@@ -742,6 +756,7 @@ cdef class RingCore:
         subject_id=None,
         payload=None,
         tags=(),
+        priority=None,
     ):
         """Accept one event and return its seq (``0`` when the bus is disabled).
 
@@ -761,6 +776,10 @@ cdef class RingCore:
             many, the last being ``("__truncated__", True)``.
         tags
             An iterable of ``str``.
+        priority
+            ``"low"``, ``"normal"`` (``None``), ``"high"`` or ``"urgent"``:
+            within a drain round, higher priorities are dispatched first, in
+            seq order within each.
 
         Raises
         ------
@@ -774,6 +793,16 @@ cdef class RingCore:
         """
         # Reached through the generic argument parser only when _publish_fastcall
         # meets a call it does not handle itself (see the end of this module).
+        if not self._enabled:
+            return 0
+        cdef int lane
+        if priority is not None:
+            lane = lane_of(priority)
+            if lane != NORMAL:
+                return self._publish_routed(
+                    lane, None, kind, tick, day, polity_id, ward_id, actor_id, subject_id,
+                    payload, tags,
+                )
         return self._publish(
             kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
         )
@@ -872,13 +901,13 @@ cdef class RingCore:
         return 0
 
     def _publish_routed(
-        self, urgent, destination, kind, tick, day, polity_id, ward_id, actor_id,
+        self, lane, destination, kind, tick, day, polity_id, ward_id, actor_id,
         subject_id, payload, tags,
     ):
-        """Publish into the urgent lane and/or to one destination (see EventBus)."""
+        """Publish into a lane (an index of ``PRIORITIES``) and/or to one destination."""
         if destination is not None and (type(destination) is not str or not destination):
             raise TypeError(f"destination must be a non-empty str, got {destination!r}")
-        cdef bint lane = bool(urgent)  # user code: before the event is stored
+        check_lane(lane)
         seq = self._publish(
             kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
         )
@@ -886,22 +915,24 @@ cdef class RingCore:
             self._mark(seq, lane, destination)
         return seq
 
-    def _ingest_routed(self, event, urgent, destination):
-        """``ingest`` into the urgent lane and/or to one destination (restore)."""
+    def _ingest_routed(self, event, lane, destination):
+        """``ingest`` into a lane and/or to one destination (restore)."""
         if destination is not None and (type(destination) is not str or not destination):
             raise TypeError(f"destination must be a non-empty str, got {destination!r}")
-        cdef bint lane = bool(urgent)  # user code: before the event is stored
+        check_lane(lane)
         seq = self.ingest(event)
         if seq:
             self._mark(seq, lane, destination)
         return seq
 
     @cython.final
-    cdef int _mark(self, long long seq, bint urgent, object destination) except -1:
+    cdef int _mark(self, long long seq, int lane, object destination) except -1:
         cdef long long position = self._pos - 1  # the event just stored
         cdef Py_ssize_t index
         cdef tuple entry
-        if urgent:
+        if lane != URGENT and lane != NORMAL:
+            self._levels[seq] = lane
+        if lane == URGENT:
             entry = (position, seq)  # may run finalizers that publish urgent events too
             index = len(self._urgent)
             while index and (<tuple>self._urgent[index - 1])[0] > position:
@@ -912,11 +943,11 @@ cdef class RingCore:
         return 0
 
     def pending_routing(self):
-        """Seqs of pending urgent events, and ``(seq, destination)`` of pending direct ones."""
-        return (
-            [seq for _position, seq in self._urgent],
-            sorted(self._destinations.items()),
-        )
+        """``(seq, lane)`` of pending events not in the normal lane, in seq order, and
+        ``(seq, destination)`` of pending direct ones."""
+        cdef list lanes = [(seq, URGENT) for _position, seq in self._urgent]
+        lanes += self._levels.items()
+        return sorted(lanes), sorted(self._destinations.items())
 
     cdef inline long long _pending_count(self):
         return self._pos - self._next_pos - len(self._done)
@@ -1277,6 +1308,70 @@ cdef class RingCore:
                 return event
         raise AssertionError(f"pending event seq {seq} is missing")  # cannot happen
 
+    @cython.final
+    cdef list _deliver_ahead(self, long long position, long long seq, int lane, list errors):
+        """Dispatch the pending event at ``position`` ahead of its turn, taking it
+        out of its lane and marking it done."""
+        cdef bint spilled = position < self._oldest_pos()
+        cdef object kind, event
+        cdef tuple route
+        if spilled:
+            event = self._spilled_event(seq)
+            kind = (<WorldEvent>event)._kind
+        else:
+            kind = <object>self._ring.objs[
+                (position % self._max_events) * self._ostride + O_KIND
+            ]
+        route = self._route_for(kind, seq)  # may run code that publishes
+        if not spilled:
+            event = self._event_at(position)
+            if event is None:  # overwritten meanwhile: it was spilled
+                spilled = True
+                event = self._spilled_event(seq)
+        if lane == URGENT:
+            self._urgent.popleft()  # the lane's first: it is in position order
+        else:
+            self._levels.pop(seq, None)
+        if spilled:
+            self._unspill(event)
+        self._done.add(position)
+        return self._deliver(event, seq, route, errors)
+
+    @cython.final
+    cdef list _dispatch_by_lane(self, long long end, list errors, long long* total):
+        """Dispatch the round's events (positions before ``end``) highest lane
+        first, in seq order within a lane, each marked done."""
+        cdef list order = []
+        cdef set urgent
+        cdef long long position, seq, oldest
+        cdef object spilled = iter(self._spill)
+        cdef int lane
+        cdef tuple entry
+        # The walk allocates: no collection (and so no finalizer that publishes)
+        # runs while it reads the ring.
+        cdef bint collecting = PyGC_Disable()
+        try:
+            urgent = {entry_seq for _position, entry_seq in self._urgent}
+            oldest = self._oldest_pos()
+            position = self._next_pos
+            while position < end:
+                if not (self._done and position in self._done):
+                    if position < oldest:
+                        seq = (<WorldEvent>next(spilled))._seq
+                    else:
+                        seq = self._ring.meta[(position % self._max_events) * M_STRIDE + M_SEQ]
+                    lane = URGENT if seq in urgent else self._levels.get(seq, NORMAL)
+                    order.append((-lane, position, seq))
+                position += 1
+        finally:
+            if collecting:
+                PyGC_Enable()
+        order.sort()
+        for entry in order:
+            errors = self._deliver_ahead(entry[1], entry[2], -<int>entry[0], errors)
+            total[0] += 1
+        return errors
+
     def drain(self, max_rounds=None):
         """Dispatch the pending events, in seq order; return how many.
 
@@ -1319,32 +1414,16 @@ cdef class RingCore:
                 end = self._pos
                 if self._next_pos >= end:
                     break
+                if self._levels:
+                    # "high" or "low" events: order the whole round by lane.
+                    errors = self._dispatch_by_lane(end, errors, &total)
                 # The urgent lane first: urgent events pending when the round began.
                 while self._urgent:
                     position, seq = self._urgent[0]
                     if position >= end:
                         break
-                    spilled = position < self._oldest_pos()
-                    if spilled:
-                        event = self._spilled_event(seq)
-                        kind = (<WorldEvent>event)._kind
-                    else:
-                        kind = <object>self._ring.objs[
-                            (position % self._max_events) * self._ostride + O_KIND
-                        ]
-                    route = self._route_for(kind, seq)
-                    if not spilled:
-                        event = self._event_at(position)
-                        if event is None:  # overwritten meanwhile: it was spilled
-                            spilled = True
-                            event = self._spilled_event(seq)
-                    self._urgent.popleft()
-                    if spilled:
-                        self._unspill(event)
-                    self._done.add(position)
+                    errors = self._deliver_ahead(position, seq, URGENT, errors)
                     total += 1
-                    errors = self._deliver(event, seq, route, errors)
-                    event = None
                 while self._next_pos < end:
                     position = self._next_pos
                     slot = self._next_slot
@@ -1610,7 +1689,7 @@ _publish_method.ml_flags = METH_FASTCALL | METH_KEYWORDS
 # The same text as the generic method's (and so the twin's) docstring.
 cdef bytes _publish_doc = (
     "publish($self, /, kind, tick=None, day=None, *, polity_id=None, ward_id=None, "
-    "actor_id=None, subject_id=None, payload=None, tags=())\n--\n\n"
+    "actor_id=None, subject_id=None, payload=None, tags=(), priority=None)\n--\n\n"
     + _generic_publish.__doc__
 ).encode()
 _publish_method.ml_doc = _publish_doc

@@ -50,17 +50,6 @@ def _load(name: str) -> Backend:
     )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not NO_EXTENSIONS:
-        return
-    kept, deselected = [], []
-    for item in items:
-        (deselected if item.get_closest_marker("c_extension") else kept).append(item)
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = kept
-
-
 @pytest.fixture(
     scope="session",
     params=["python", pytest.param("cython", marks=pytest.mark.c_extension)],

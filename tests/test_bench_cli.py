@@ -66,7 +66,7 @@ def test_check_deliveries_catches_a_wrong_count(backend: Any) -> None:
 
 
 def test_bench_prints_the_table(backend: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli_main(["bench", "--rounds", "1", "--scenarios", "s1,S3", "--no-floor"])
+    code = cli_main(["bench", "--rounds", "1", "--scenarios", "s1,S3"])
     out = capsys.readouterr().out
     assert code == 0
     assert "S1 ns/event" in out and "S3 ns/event" in out and "S2 ns/event" not in out
@@ -81,10 +81,10 @@ def test_missing_peers_are_skipped_with_a_note(
 ) -> None:
     for package in ("psygnal", "pyee", "blinker"):
         monkeypatch.setitem(sys.modules, package, None)  # import now fails: "not installed"
-    names, notes = available_implementations(None)
+    names, notes = available_implementations()
     assert names[-1] == "ringbus pure"
     assert "psygnal skipped: not installed (pip install psygnal)" in notes
-    assert cli_main(["bench", "--rounds", "1", "--scenarios", "S2", "--no-floor"]) == 0
+    assert cli_main(["bench", "--rounds", "1", "--scenarios", "S2"]) == 0
     out = capsys.readouterr().out
     assert "note: pyee skipped: not installed" in out
     rows = {line.split("  ")[0].strip() for line in out.splitlines()}
@@ -108,4 +108,13 @@ def test_command_line_runs_from_the_package() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "ns per published event" in result.stdout
+    assert "ns per published event" in " ".join(result.stdout.split())
+
+
+def test_the_package_ships_no_lab() -> None:
+    """The floor bus and its compile step live in benchmarks/, not in the wheel."""
+    import ringbus._bench as bench
+
+    assert not hasattr(bench, "FLOOR_SOURCE") and not hasattr(bench, "build_floor")
+    assert "floor" not in bench.IMPLEMENTATIONS
+    assert "--no-floor" not in cli.build_parser().format_help()

@@ -116,8 +116,17 @@ def test_counter_adapter_feeds_the_kpis(backend: Any) -> None:
     assert stats.value("deliveries_ok") == stats["deliveries_ok"] == 3
     assert stats["never"] == 0
     assert stats.values() == {"deliveries_bad": 1, "deliveries_ok": 3, "retries": 5}
-    assert kpi.polity("north")["deliveries_completed"] == 2  # one event per call
+    # one event per call, counting its amount: 1 + 2
+    assert kpi.polity("north")["deliveries_completed"] == stats["deliveries_ok"] == 3
+    assert kpi.totals()["deliveries_completed"] == 3
     assert kpi.polity("south")["deliveries_failed"] == 1
+    stats.increment("deliveries_ok", 5)
+    bus.drain()
+    assert kpi.totals()["deliveries_completed"] == stats["deliveries_ok"] == 8
+    # a world event whose payload merely has an "amount" still counts once
+    bus.publish(kinds.DELIVERY_COMPLETED, polity_id="north", payload={"amount": 40})
+    bus.drain()
+    assert kpi.totals()["deliveries_completed"] == 9
 
 
 def test_counter_adapter_errors(backend: Any) -> None:

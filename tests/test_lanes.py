@@ -160,3 +160,25 @@ def test_disabled_bus_ignores_lanes(backend: Any) -> None:
     assert bus.publish_urgent("U") == 0
     assert bus.send("x", "D") == 0
     assert bus.drain() == 0
+
+
+def test_publishing_shortcuts_take_publishs_fields_only(backend: Any) -> None:
+    bus = backend.bus()
+    bus.subscribe(print, name="dest")
+    with pytest.raises(
+        TypeError, match="publish_urgent\\(\\) got an unexpected keyword argument 'bogus'"
+    ):
+        bus.publish_urgent("A", bogus=1)
+    with pytest.raises(TypeError, match="send\\(\\) got an unexpected keyword argument 'priority'"):
+        bus.send("dest", "A", priority="high")
+    assert bus.latest_seq() == 0
+    seq = bus.send("dest", "A", 3, 1, polity_id="p", payload={"x": 1}, tags=["t"])
+    event = bus.pending_events()[0]
+    assert (seq, event.tick, event.day, event.polity_id, event.payload, event.tags) == (
+        1,
+        3,
+        1,
+        "p",
+        (("x", 1),),
+        ("t",),
+    )

@@ -373,7 +373,7 @@ def scenario_mapping_items_publish(backend: Any) -> object:
 def scenario_urgent_flag_publishes(backend: Any) -> object:
     bus = backend.bus()
     order: list[int] = []
-    bus.subscribe(lambda event: order.append(event.seq))
+    bus.subscribe(lambda event: order.append(event.seq), name="dest")
 
     class Flag:
         def __bool__(self) -> bool:
@@ -381,7 +381,7 @@ def scenario_urgent_flag_publishes(backend: Any) -> object:
             return True
 
     bus.publish("FIRST")
-    seq = bus._publish_routed(Flag(), None, "K", None, None, None, None, None, None, None, ())
+    seq = bus.send("dest", "K", urgent=Flag())
     routing = bus.pending_routing()
     bus.drain()
     return seq, routing, order

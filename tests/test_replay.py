@@ -212,6 +212,8 @@ def test_cli_replay_prints_the_rebuilt_kpis(
     del lines[3]
     path.write_bytes(b"".join(lines))
     assert ringbus_main(["journal", "replay", str(path)]) == 1
-    assert "refusing to replay" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "refusing to replay" in err and "add --no-verify" in err
+    assert "verify=False" not in err  # the command line's words, not the library's
     assert ringbus_main(["journal", "replay", "--no-verify", str(path)]) == 0
     assert ringbus_main(["journal", "replay", str(tmp_path / "missing.jsonl")]) == 2

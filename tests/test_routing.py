@@ -268,7 +268,7 @@ def test_error_in_group_member_under_raise(backend: Any) -> None:
         bus.drain()
     errors = caught.value.exceptions
     assert [str(e) for e in errors] == ["boom 2", "boom 4"]
-    assert all(f"<Subscription {bad_id} 'w2'" in "\n".join(e.__notes__) for e in errors)
+    assert all(f"<Subscription {bad_id.id} 'w2'" in "\n".join(e.__notes__) for e in errors)
     assert log == [("w1", 1), ("tail", 1), ("tail", 2), ("w1", 3), ("tail", 3), ("tail", 4)]
 
 

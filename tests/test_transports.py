@@ -101,7 +101,7 @@ def test_every_event_dict_is_valid(backend: Any) -> None:
         ({"kind": ""}, "kind must be a non-empty str"),
         ({"polity_id": 3}, "polity_id must be a str or null"),
         ({"payload": []}, "payload must be an object"),
-        ({"payload": {"x": {"nested": 1}}}, "payload value of 'x'"),
+        ({"payload": {"x": {"nested": {1, 2}}}}, "payload value of 'x'"),
         ({"tags": [1]}, "tags must be a list of str"),
         ({"extra": 1}, "unknown fields: extra"),
     ],

@@ -14,9 +14,7 @@ S4  as S3, in bursts of 1000 events per tick
 
 Every implementation runs the same scenario through its own idiomatic API:
 ringbus and its pure-Python twin through the :class:`~ringbus.EventBus`
-facade; the *floor*, a minimal compiled bus (seq, tuple record, ring,
-per-kind table, no payload copy) built with Cython at benchmark time; and the
-peers blinker (a named signal per kind), psygnal (a signal per kind, ``emit``
+facade, and the peers blinker (a named signal per kind), psygnal (a signal per kind, ``emit``
 and ``emit_fast``) and pyee, when they are installed. Handlers only count.
 Results are ns per published event, medians of samples taken in interleaved
 rounds, so every implementation sees the same machine noise.
@@ -24,23 +22,16 @@ rounds, so every implementation sees the same machine noise.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import os
 import platform
 import random
-import shutil
 import statistics
-import subprocess
-import sys
-import sysconfig
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -54,15 +45,15 @@ __all__ = [
     "run_table",
     "environment_lines",
     "PEER_PACKAGES",
-    "FLOOR_SOURCE",
     "empty_publish",
     "IMPLEMENTATIONS",
     "SCENARIOS",
+    "Batch",
     "Counter",
     "Runner",
     "Scenario",
     "available_implementations",
-    "build_floor",
+    "bus_runner",
     "compiled_core",
     "expected_deliveries",
     "format_table",
@@ -191,7 +182,7 @@ def compiled_core() -> ModuleType | None:
         return None
 
 
-def _bus_runner(
+def bus_runner(
     name: str,
     bus: Any,
     subscribe: Callable[[Callable[[object], None], Any], object],
@@ -232,18 +223,9 @@ def _ringbus_runner(
     name: str, core: ModuleType, scenario: Scenario, batch: Batch, config: EventBusConfig | None
 ) -> Runner:
     bus = bus_class_for(core)(config)
-    return _bus_runner(
+    return bus_runner(
         name, bus, lambda handler, kinds: bus.subscribe(handler, kinds=kinds), scenario, batch
     )
-
-
-def _floor_runner(floor: ModuleType, scenario: Scenario, batch: Batch) -> Runner:
-    bus = floor.FloorBus(50_000)
-
-    def subscribe(handler: Callable[[object], None], kinds: Any) -> None:
-        bus.subscribe(handler, CORE_KINDS if kinds is None else kinds)
-
-    return _bus_runner("floor", bus, subscribe, scenario, batch)
 
 
 def _connect_counters(
@@ -357,7 +339,6 @@ def _pyee_runner(scenario: Scenario, batch: Batch) -> Runner:
 IMPLEMENTATIONS = (
     "ringbus",
     "ringbus pure",
-    "floor",
     "psygnal emit_fast",
     "psygnal emit",
     "pyee",
@@ -375,7 +356,6 @@ def make_runner(
     implementation: str,
     scenario: Scenario | str,
     *,
-    floor: ModuleType | None = None,
     config: EventBusConfig | None = None,
     batch: Batch | None = None,
 ) -> Runner:
@@ -387,8 +367,6 @@ def make_runner(
         One of :data:`IMPLEMENTATIONS`.
     scenario
         A :class:`Scenario` or its name.
-    floor
-        The module :func:`build_floor` returned (needed for ``"floor"``).
     config
         Configuration of the ringbus buses (default: ``EventBusConfig()``).
     batch
@@ -399,7 +377,7 @@ def make_runner(
     ValueError
         Unknown implementation or scenario.
     RuntimeError
-        The compiled core or the floor is not available.
+        The compiled core is not available.
     """
     if isinstance(scenario, str):
         if scenario not in SCENARIOS:
@@ -417,10 +395,6 @@ def make_runner(
         return _ringbus_runner("ringbus", core, scenario, batch, config)
     if implementation == "ringbus pure":
         return _ringbus_runner("ringbus pure", _ringbus_py, scenario, batch, config)
-    if implementation == "floor":
-        if floor is None:
-            raise RuntimeError("the floor needs the module build_floor() returned: pass floor=")
-        return _floor_runner(floor, scenario, batch)
     if implementation in ("psygnal emit_fast", "psygnal emit"):
         return _psygnal_runner(implementation.endswith("fast"), scenario, batch)
     if implementation == "blinker":
@@ -430,9 +404,6 @@ def make_runner(
     raise ValueError(
         f"unknown implementation {implementation!r}: use one of {', '.join(IMPLEMENTATIONS)}"
     )
-
-
-# -- the floor: a minimal compiled bus ---------------------------------------------
 
 
 def empty_publish(
@@ -451,123 +422,6 @@ def empty_publish(
     return 0
 
 
-#: Source of the floor: a minimal compiled bus (seq, tuple record, ring, per-kind table).
-FLOOR_SOURCE = '''\
-# cython: language_level=3, boundscheck=False, wraparound=False
-"""The floor: the least a compiled event bus with a seq, a tuple record, a
-preallocated ring and a per-kind handler table does per event. No payload
-copy, no validation, no error policy: a reference, not a library."""
-
-
-cdef class FloorBus:
-    cdef Py_ssize_t _size
-    cdef Py_ssize_t _next
-    cdef long long _seq
-    cdef long long _tick
-    cdef long long _day
-    cdef list _ring
-    cdef list _pending
-    cdef dict _routes
-
-    def __init__(self, Py_ssize_t max_events=50000):
-        self._size = max_events
-        self._next = 0
-        self._seq = 0
-        self._tick = 0
-        self._day = 0
-        self._ring = [None] * max_events
-        self._pending = []
-        self._routes = {}
-
-    def set_clock(self, long long tick, long long day):
-        self._tick = tick
-        self._day = day
-
-    def subscribe(self, handler, kinds):
-        for kind in kinds:
-            self._routes[kind] = self._routes.get(kind, ()) + (handler,)
-
-    def publish(self, str kind, payload=None):
-        self._seq += 1
-        record = (self._seq, self._tick, self._day, kind, None, None, None, None, payload, ())
-        self._ring[self._next] = record
-        self._next += 1
-        if self._next == self._size:
-            self._next = 0
-        self._pending.append(record)
-        return self._seq
-
-    def drain(self):
-        cdef list pending = self._pending
-        cdef dict routes = self._routes
-        cdef tuple record
-        cdef tuple route
-        self._pending = []
-        for record in pending:
-            route = routes.get(record[3], ())
-            for handler in route:
-                handler(record)
-        return len(pending)
-
-    def __len__(self):
-        return min(self._seq, self._size)
-'''
-
-
-def _floor_cache_dir(source: str) -> Path:
-    tag = sysconfig.get_config_var("EXT_SUFFIX") or sys.implementation.cache_tag
-    key = hashlib.sha256(f"{source}\0{tag}\0{sys.version}".encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"ringbus-floor-{key}"
-
-
-def build_floor(source: str | None = None) -> tuple[ModuleType | None, str]:
-    """Compile the floor with Cython (cached in the temp dir) and import it.
-
-    Parameters
-    ----------
-    source
-        The ``.pyx`` text; default :data:`FLOOR_SOURCE`.
-
-    Returns
-    -------
-    (module, note)
-        The imported module, or ``None`` and a note saying why not (no
-        Cython, no compiler, ...).
-    """
-    source = FLOOR_SOURCE if source is None else source
-    if importlib.util.find_spec("Cython") is None:
-        return None, "floor skipped: Cython is not installed (pip install Cython)"
-    directory = _floor_cache_dir(source)
-    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-    built = directory / f"ringbus_floor{suffix}"
-    if not built.exists():
-        # Build in a private directory, then move it into place in one step,
-        # so a concurrent run never loads a half-written module.
-        work = Path(tempfile.mkdtemp(prefix=directory.name + "-build-", dir=directory.parent))
-        (work / "ringbus_floor.pyx").write_text(source, encoding="utf-8")
-        result = subprocess.run(
-            [sys.executable, "-m", "Cython.Build.Cythonize", "-i", "-q", "ringbus_floor.pyx"],
-            cwd=work,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0 or not (work / built.name).exists():
-            shutil.rmtree(work, ignore_errors=True)
-            last = (result.stderr or result.stdout).strip().splitlines()[-3:]
-            return None, "floor skipped: building it failed: " + " | ".join(last)
-        try:
-            work.rename(directory)
-        except OSError:  # another run put it there first
-            shutil.rmtree(work, ignore_errors=True)
-    spec = importlib.util.spec_from_file_location("ringbus_floor", built)
-    if spec is None or spec.loader is None:
-        return None, f"floor skipped: cannot load {built}"
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module, ""
-
-
 def _importable(package: str) -> bool:
     try:
         importlib.import_module(package)
@@ -576,17 +430,13 @@ def _importable(package: str) -> bool:
     return True
 
 
-def available_implementations(
-    floor: ModuleType | None,
-) -> tuple[list[str], list[str]]:
+def available_implementations() -> tuple[list[str], list[str]]:
     """Return ``(names, notes)``: what can run here, and why the rest cannot."""
     names: list[str] = []
     notes: list[str] = []
     for name in IMPLEMENTATIONS:
         if name == "ringbus" and compiled_core() is None:
             notes.append("ringbus (compiled) skipped: the extension is not built or switched off")
-            continue
-        if name == "floor" and floor is None:
             continue
         package = PEER_PACKAGES.get(name)
         if package is not None and not _importable(package):
@@ -653,16 +503,23 @@ def run_table(
     implementations: Sequence[str],
     scenarios: Sequence[str],
     rounds: int,
-    floor: ModuleType | None,
+    make: Callable[[str, Scenario, Batch], Runner] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Measure every implementation on every scenario; medians by [impl][scenario]."""
+    """Measure every implementation on every scenario; medians by [impl][scenario].
+
+    ``make(name, scenario, batch)`` sets an implementation up (default
+    :func:`make_runner`), so a caller can time buses this module does not know.
+    """
+    if make is None:
+
+        def make(name: str, scenario: Scenario, batch: Batch) -> Runner:
+            return make_runner(name, scenario, batch=batch)
+
     table: dict[str, dict[str, float]] = {name: {} for name in implementations}
     for scenario_name in scenarios:
         scenario = SCENARIOS[scenario_name]
         batch = make_batch(scenario.events_per_tick)
-        runners = [
-            make_runner(name, scenario, floor=floor, batch=batch) for name in implementations
-        ]
+        runners = [make(name, scenario, batch) for name in implementations]
         samples = measure(runners, rounds)
         ticks_run = _ticks_per_sample(scenario) * (rounds + 2)
         for runner in runners:

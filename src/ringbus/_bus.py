@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
+import weakref
 from collections.abc import Callable, Iterable
+from functools import partial
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 from . import _backend
 from ._backend import RingCore, WorldEvent
@@ -19,7 +22,8 @@ from ._config import ERROR_POLICIES, ErrorPolicy, EventBusConfig
 from ._deadletter import DeadLetterQueue
 from ._deliveries import DeliveryRecord, DeliveryTracker
 from ._errors import UnknownDestinationError
-from ._normalise import check_non_negative
+from ._handlers import FilteredHandler, check_filters
+from ._normalise import NORMAL, URGENT, EventFields, check_non_negative, event_field_args
 from ._registry import Handler, KindSelector, Registry, Subscription, member_of
 from ._schedule import SCHEDULE_FIELDS, Schedule
 from ._snapshot import (
@@ -35,6 +39,9 @@ from ._snapshot import (
 __all__ = ["SNAPSHOT_FORMAT", "SNAPSHOT_VERSION", "EventBus", "bus_class_for"]
 
 logger = logging.getLogger("ringbus")
+
+#: A handler type that ``EventBus.on`` gives back unchanged.
+_H = TypeVar("_H", bound=Callable[..., object])
 
 
 if TYPE_CHECKING:
@@ -89,6 +96,9 @@ class EventBusBase(_Core):
         self._drain_starts: list[Callable[[], object]] = []
         self._drain_ends: list[Callable[[], object]] = []
         self._error_policies: dict[int, ErrorPolicy] = {}
+        self._weak_subscriptions: dict[int, Subscription] = {}
+        self._collected = 0
+        self._collected_pending = False
         self._dead_letters = DeadLetterQueue(
             config.max_retries,
             config.retry_backoff_ticks,
@@ -114,7 +124,15 @@ class EventBusBase(_Core):
         group: str | None = None,
         group_key: str | Callable[[Any], object] | None = None,
         error_policy: ErrorPolicy | None = None,
-    ) -> int:
+        once: bool = False,
+        weak: bool = False,
+        polity_id: str | None = None,
+        ward_id: str | None = None,
+        actor_id: str | None = None,
+        subject_id: str | None = None,
+        tags_any: Iterable[str] | None = None,
+        where: Callable[[WorldEvent], object] | None = None,
+    ) -> Subscription:
         """Call ``handler(event)`` for every matching event from the next one on.
 
         Parameters
@@ -142,36 +160,169 @@ class EventBusBase(_Core):
         error_policy
             ``"raise"``, ``"log"`` or ``"dead_letter"`` for this subscription's
             errors; ``None`` follows :attr:`EventBusConfig.error_policy`.
+        once
+            Deliver one event at most, then end the subscription. With a
+            ``name``, a ``once`` subscription that took its event stays ended
+            across :meth:`snapshot`/:meth:`restore`.
+        weak
+            Hold ``handler`` by a weak reference (default ``False``: the bus
+            keeps it alive): when its object is collected, the subscription
+            ends at the next drain and ``stats()["subscriptions_collected"]``
+            counts it. Use it for bound methods of objects the bus should
+            not keep alive.
+        polity_id, ward_id, actor_id, subject_id
+            Field filters: only events whose field equals the value.
+        tags_any
+            Only events carrying at least one of these tags.
+        where
+            Only events for which ``where(event)`` is true (checked after the
+            field and tag filters). A subscription without filters pays
+            nothing for them; a filtered-out event counts as routed to the
+            subscription in ``stats()["delivered"]``, and its handler is not
+            called.
 
         Returns
         -------
-        int
-            The subscription id, for :meth:`unsubscribe`.
+        Subscription
+            The handle: ``.id``, ``.cancel()``, a context manager; accepted
+            by :meth:`unsubscribe`, and equal to its id.
         """
         if error_policy is not None and error_policy not in ERROR_POLICIES:
             raise ValueError(
                 f"error_policy must be one of {', '.join(ERROR_POLICIES)} or None, "
                 f"got {error_policy!r}"
             )
-        subscription = self._registry.add(handler, kinds, name, priority, group, group_key)
+        checks, tags = check_filters(
+            {
+                "polity_id": polity_id,
+                "ward_id": ward_id,
+                "actor_id": actor_id,
+                "subject_id": subject_id,
+            },
+            tags_any,
+            where,
+        )
+        wrapped: FilteredHandler | None = None
+        if checks or tags is not None or where is not None or once or weak:
+            if group is not None and (checks or tags is not None or where is not None):
+                raise ValueError(
+                    "filters cannot be combined with group=: a group member takes every "
+                    "event the group routes to it"
+                )
+            if not callable(handler):
+                raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+            wrapped = FilteredHandler(
+                handler,
+                checks=checks,
+                tags_any=tags,
+                where=where,
+                once=once,
+                weak=weak,
+                on_collected=self._weak_collector() if weak else None,
+            )
+        subscription = self._registry.add(
+            handler if wrapped is None else wrapped, kinds, name, priority, group, group_key
+        )
+        subscription._owner = weakref.ref(self)
+        if wrapped is not None:
+            if once:
+                wrapped.on_fired = partial(self._once_fired, subscription)
+                if name is not None and name in self._registry.once_fired:
+                    # It took its event before the snapshot this bus was restored from.
+                    self._registry.remove(subscription.sub_id)
+                    return subscription
+            if weak:
+                self._weak_subscriptions[subscription.sub_id] = subscription
         self._invalidate_routes()
         if error_policy is not None:
             self._error_policies[subscription.sub_id] = error_policy
             if error_policy == "dead_letter":
                 self._listen_for_retries()
-        return subscription.sub_id
+        return subscription
 
-    def unsubscribe(self, sub_id: int) -> None:
+    def on(
+        self,
+        kinds: Iterable[str] | str | None = None,
+        **options: Any,
+    ) -> Callable[[_H], _H]:
+        """Subscribe the decorated function; it is returned unchanged.
+
+        ``@bus.on(kinds="DEPOT_BUILT", priority=5)`` is
+        ``bus.subscribe(function, kinds="DEPOT_BUILT", priority=5)``; the
+        options are :meth:`subscribe`'s. Use :meth:`subscriptions` or the
+        function's name (``name=``) to find the subscription later.
+        """
+
+        def decorate(handler: _H) -> _H:
+            self.subscribe(handler, kinds=kinds, **options)
+            return handler
+
+        return decorate
+
+    def unsubscribe(self, subscription: Subscription | int) -> None:
         """Stop a subscription from the next event on.
+
+        Parameters
+        ----------
+        subscription
+            What :meth:`subscribe` returned, or its id.
 
         Raises
         ------
         KeyError
-            No subscription has this id (or it was already removed).
+            No live subscription on this bus is this one (it already ended,
+            or another bus made it); the message names it.
         """
-        self._registry.remove(sub_id)
+        sub_id = operator.index(subscription) if not isinstance(subscription, bool) else None
+        live = None if sub_id is None else self._registry.get(sub_id)
+        if live is None or (isinstance(subscription, Subscription) and live is not subscription):
+            raise KeyError(
+                f"no live subscription {subscription!r} on this bus: it already ended "
+                "(cancelled or unsubscribed), or another bus made it"
+            )
+        self._registry.remove(live.sub_id)
         self._invalidate_routes()
-        self._error_policies.pop(sub_id, None)
+        self._error_policies.pop(live.sub_id, None)
+        self._weak_subscriptions.pop(live.sub_id, None)
+
+    def _once_fired(self, subscription: Subscription) -> None:
+        if subscription.name is not None:
+            self._registry.once_fired.add(subscription.name)
+        if subscription.active:
+            self.unsubscribe(subscription)
+
+    def _weak_collector(self) -> Callable[[], None]:
+        """What a weak subscription's reference calls when its handler is collected.
+
+        It may run at any allocation, in any thread: it only notes the loss;
+        the next drain (or :meth:`stats`) ends those subscriptions.
+        """
+        owner = weakref.ref(self)
+
+        def collected() -> None:
+            bus = owner()
+            if bus is not None:
+                bus._collected_pending = True
+
+        return collected
+
+    def _end_collected(self) -> None:
+        self._collected_pending = False
+        for sub_id, subscription in tuple(self._weak_subscriptions.items()):
+            handler = subscription.handler
+            if isinstance(handler, FilteredHandler) and handler.handler is None:
+                self._collected += 1
+                if subscription.active:
+                    self.unsubscribe(subscription)
+                self._weak_subscriptions.pop(sub_id, None)
+
+    def stats(self) -> dict[str, Any]:
+        """The core's counters, plus ``subscriptions_collected`` (weak handlers gone)."""
+        if self._collected_pending:
+            self._end_collected()
+        stats: dict[str, Any] = super().stats()
+        stats["subscriptions_collected"] = self._collected
+        return stats
 
     def subscriptions(self) -> list[Subscription]:
         """The live subscriptions, in subscription order."""
@@ -255,23 +406,18 @@ class EventBusBase(_Core):
         kind: str,
         tick: int | None = None,
         day: int | None = None,
-        *,
-        polity_id: str | None = None,
-        ward_id: str | None = None,
-        actor_id: str | None = None,
-        subject_id: str | None = None,
-        payload: object = None,
-        tags: object = (),
+        **fields: Unpack[EventFields],
     ) -> int:
-        """Publish into the urgent lane: dispatched before normal events.
+        """Publish into the urgent lane: ``publish(..., priority="urgent")``.
 
         Within one drain round, the urgent events pending when the round
-        began go first, in seq order, then the normal ones, in seq order.
-        The event is stored and numbered like any other (``get_since`` and
-        the ring stay in seq order). Arguments and result as :meth:`publish`.
+        began go first, in seq order, then the other lanes. The event is
+        stored and numbered like any other (``get_since`` and the ring stay
+        in seq order). Arguments (the fields of :class:`EventFields`) and
+        result as :meth:`publish`.
         """
         return self._publish_routed(
-            True, None, kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
+            URGENT, None, kind, tick, day, *event_field_args("publish_urgent", dict(fields))
         )
 
     def send(
@@ -282,12 +428,7 @@ class EventBusBase(_Core):
         day: int | None = None,
         *,
         urgent: bool = False,
-        polity_id: str | None = None,
-        ward_id: str | None = None,
-        actor_id: str | None = None,
-        subject_id: str | None = None,
-        payload: object = None,
-        tags: object = (),
+        **fields: Unpack[EventFields],
     ) -> int:
         """Publish an event for one recipient: the subscription named ``destination``.
 
@@ -296,20 +437,12 @@ class EventBusBase(_Core):
         time. When none does, ``EventBusConfig.unknown_destination`` decides:
         raise :class:`~ringbus.UnknownDestinationError` after the drain (the
         default), log it, or keep it as a dead letter — never a silent drop.
-        ``urgent=True`` also puts it in the urgent lane.
+        ``urgent=True`` also puts it in the urgent lane. The other arguments
+        (the fields of :class:`EventFields`) are :meth:`publish`'s.
         """
+        lane = URGENT if urgent else NORMAL  # user code (__bool__): before anything is stored
         return self._publish_routed(
-            urgent,
-            destination,
-            kind,
-            tick,
-            day,
-            polity_id,
-            ward_id,
-            actor_id,
-            subject_id,
-            payload,
-            tags,
+            lane, destination, kind, tick, day, *event_field_args("send", dict(fields))
         )
 
     def _resolve_direct(self, destination: str, kind: str) -> tuple[tuple[Handler, Any], ...]:
@@ -389,6 +522,8 @@ class EventBusBase(_Core):
         :meth:`add_drain_listener`) run around it, the end ones even when the
         drain raises.
         """
+        if self._collected_pending and not self.draining:
+            self._end_collected()
         if self.draining or not (self._drain_ends or self._drain_starts):
             # A nested drain() is refused by the core: no listener runs for it.
             return super().drain(max_rounds)
@@ -553,7 +688,7 @@ class EventBusBase(_Core):
         return bus
 
     # -- scheduled events ----------------------------------------------
-    def schedule(self, at_tick: int, kind: str, **fields: Any) -> int:
+    def schedule(self, at_tick: int, kind: str, **fields: Unpack[EventFields]) -> int:
         """Publish an event when the bus clock reaches ``at_tick``.
 
         The event is released by :meth:`set_clock` once the clock's tick is
@@ -590,7 +725,7 @@ class EventBusBase(_Core):
                 f"schedule() needs a tick after the current tick {self.tick}, got {at_tick}; "
                 "publish() the event now instead"
             )
-        kind, kept = self._scheduled_fields(at_tick, kind, fields)
+        kind, kept = self._scheduled_fields(at_tick, kind, dict(fields))
         if not self.enabled:
             return 0
         return self._schedule.add(at_tick, kind, kept)

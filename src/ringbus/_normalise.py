@@ -15,31 +15,40 @@ import math
 import reprlib
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 __all__ = [
     "CLOCK_POLICIES",
     "DROP_POLICIES",
     "EVENT_SCHEMA",
+    "EventFields",
     "FIELDS",
     "MAX_CLOCK",
     "MAX_PAYLOAD_INT",
     "MIN_PAYLOAD_INT",
     "MAX_NESTING",
     "MAX_PAYLOAD_ITEMS_LIMIT",
+    "MAX_PAYLOAD_TREE_ITEMS",
+    "NORMAL",
+    "PRIORITIES",
     "TRUNCATED_KEY",
+    "URGENT",
     "check_non_negative",
     "check_option_count",
     "check_id",
     "check_kind",
+    "check_lane",
     "check_limit",
     "check_positive",
     "event_args_from_dict",
     "event_dict_problems",
+    "event_field_args",
     "freeze_value",
+    "lane_of",
     "jsonify",
     "normalise_payload",
     "normalise_tags",
+    "thaw_value",
 ]
 
 #: The fields of a ``WorldEvent``, in order (and the keys of its ``to_dict()``).
@@ -55,10 +64,51 @@ FIELDS = (
     "payload",
     "tags",
 )
+
+
+class EventFields(TypedDict, total=False):
+    """The keyword fields of ``publish`` (and of every call that publishes like it:
+    ``publish_urgent``, ``send``, ``schedule``), written once."""
+
+    polity_id: str | None
+    ward_id: str | None
+    actor_id: str | None
+    subject_id: str | None
+    payload: object
+    tags: object
+
+
+def event_field_args(caller: str, fields: dict[str, Any]) -> tuple[Any, ...]:
+    """``fields`` (an :class:`EventFields`) as the core's positional arguments:
+    ``polity_id, ward_id, actor_id, subject_id, payload, tags``.
+
+    Raises
+    ------
+    TypeError
+        A name that is not a field of :class:`EventFields`, as Python says it.
+    """
+    for name in fields:
+        if name not in EventFields.__annotations__:
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}")
+    get = fields.get
+    return (
+        get("polity_id"),
+        get("ward_id"),
+        get("actor_id"),
+        get("subject_id"),
+        get("payload"),
+        get("tags", ()),
+    )
+
+
 #: Key of the marker pair that ends a truncated payload.
 TRUNCATED_KEY = "__truncated__"
-#: How deep lists/tuples may nest inside a payload value.
+#: How deep lists, tuples and mappings may nest inside a payload value.
 MAX_NESTING = 8
+#: How many values one payload's values may hold nested inside them, all
+#: together, at any depth (the items of lists and tuples, the values of
+#: nested mappings); the top-level pairs are bounded by ``max_payload_items``.
+MAX_PAYLOAD_TREE_ITEMS = 4096
 #: Largest accepted ``max_payload_items`` (the ring stores pairs inline).
 MAX_PAYLOAD_ITEMS_LIMIT = 64
 #: seq, tick and day are stored as signed 64-bit integers.
@@ -67,6 +117,11 @@ MAX_CLOCK = 2**63 - 1
 CLOCK_POLICIES = ("monotonic", "free")
 #: Accepted values of ``drop_policy``: overwrite the oldest event, or refuse the new one.
 DROP_POLICIES = ("DROP_OLDEST", "RAISE")
+#: Publish priorities, lowest first: a drain round dispatches higher ones first.
+PRIORITIES = ("low", "normal", "high", "urgent")
+#: The lanes of ``"normal"`` and ``"urgent"`` (a lane is an index of PRIORITIES).
+NORMAL = 1
+URGENT = 3
 #: Payload ints are signed 64-bit integers, like the clock.
 MIN_PAYLOAD_INT = -(2**63)
 MAX_PAYLOAD_INT = 2**63 - 1
@@ -100,6 +155,31 @@ def _refuse_unordered(what: str, value: object) -> None:
             "with the hash seed, which would break same steps, same stream; "
             "use a list or a tuple"
         )
+
+
+def lane_of(priority: object) -> int:
+    """The lane (index in :data:`PRIORITIES`) of a ``publish(priority=...)`` value.
+
+    Checked before the event is stored: a bad value takes no seq.
+
+    Raises
+    ------
+    ValueError
+        ``priority`` is not one of :data:`PRIORITIES`.
+    """
+    if isinstance(priority, str):
+        name = str.__str__(priority)  # a str subclass's own __eq__ never runs
+        if name in PRIORITIES:
+            return PRIORITIES.index(name)
+    raise ValueError(
+        f"priority must be one of {', '.join(map(repr, PRIORITIES))}, got {_short.repr(priority)}"
+    )
+
+
+def check_lane(lane: object) -> None:
+    """Refuse a lane that is not an index of :data:`PRIORITIES` (core-internal)."""
+    if type(lane) is not int or not 0 <= lane < len(PRIORITIES):
+        raise ValueError(f"lane must be an int from 0 to {len(PRIORITIES) - 1}, got {lane!r}")
 
 
 def check_kind(kind: object) -> str:
@@ -186,16 +266,29 @@ def _check_int(key: str, value: int) -> int:
     return value
 
 
-def freeze_value(key: str, value: object, depth: int = 0) -> object:
+def freeze_value(
+    key: str, value: object, depth: int = 0, budget: list[int] | None = None
+) -> object:
     """Return ``value`` as an immutable, JSON-ready payload value.
 
     Accepted: ``None``, ``bool``, ``int`` in the signed 64-bit range, finite
-    ``float``, ``str`` and lists/tuples of these (lists become tuples),
-    nested up to :data:`MAX_NESTING` levels. Subclasses (``IntEnum``,
-    ``StrEnum``) become the plain built-in value (converted first, then
-    checked) so that events stay deterministic. Sets are refused: their
-    order changes with the hash seed.
+    ``float``, ``str``, lists/tuples of these (lists become tuples) and
+    mappings with ``str`` keys (they become tuples of ``(key, value)`` pairs,
+    in their order), nested up to :data:`MAX_NESTING` levels. Subclasses
+    (``IntEnum``, ``StrEnum``) become the plain built-in value (converted
+    first, then checked) so that events stay deterministic. Sets are refused:
+    their order changes with the hash seed.
+
+    ``budget`` (a one-item list) counts down the nested values still allowed
+    in the payload (:data:`MAX_PAYLOAD_TREE_ITEMS`).
     """
+    if depth and budget is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ValueError(
+                f"payload holds more than {MAX_PAYLOAD_TREE_ITEMS} values nested in its "
+                f"values (at {key!r})"
+            )
     kind = type(value)
     if value is None or kind is str or kind is bool:
         return value
@@ -212,13 +305,15 @@ def freeze_value(key: str, value: object, depth: int = 0) -> object:
             raise ValueError(
                 f"payload value for {key!r} is nested deeper than {MAX_NESTING} levels"
             )
-        return tuple([freeze_value(key, item, depth + 1) for item in value])  # type: ignore[attr-defined]
+        return tuple([freeze_value(key, item, depth + 1, budget) for item in value])  # type: ignore[attr-defined]
+    if isinstance(value, Mapping):
+        return _freeze_mapping(key, value, depth, budget)
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):
         return _check_int(key, _as_int(value))
     if isinstance(value, float):
-        return freeze_value(key, _as_float(value), depth)
+        return freeze_value(key, _as_float(value), depth, budget)
     if isinstance(value, str):
         return _as_str(value)
     if isinstance(value, (list, tuple)):
@@ -226,7 +321,7 @@ def freeze_value(key: str, value: object, depth: int = 0) -> object:
         items = (
             list.copy(value) if isinstance(value, list) else tuple.__getitem__(value, slice(None))
         )
-        return freeze_value(key, list(items), depth)
+        return freeze_value(key, list(items), depth, budget)
     if isinstance(value, (set, frozenset)):
         raise TypeError(
             f"payload value for {key!r} has unsupported type {kind.__name__}: a set's order "
@@ -235,8 +330,55 @@ def freeze_value(key: str, value: object, depth: int = 0) -> object:
         )
     raise TypeError(
         f"payload value for {key!r} has unsupported type {kind.__name__}: "
-        "use None, bool, int, float, str or a list/tuple of them"
+        "use None, bool, int, float, str, or a list/tuple or a str-keyed dict of them"
     )
+
+
+def _freeze_mapping(
+    key: str, value: Mapping[Any, Any], depth: int, budget: list[int] | None
+) -> tuple[tuple[str, object], ...]:
+    """A nested mapping as a tuple of ``(str, frozen value)`` pairs, in its order."""
+    if depth >= MAX_NESTING:
+        raise ValueError(f"payload value for {key!r} is nested deeper than {MAX_NESTING} levels")
+    # A dict (or subclass) is read through the base type: no __iter__ of ours runs.
+    items = list(dict.items(value)) if isinstance(value, dict) else list(value.items())
+    pairs: list[tuple[str, object]] = []
+    seen: set[str] = set()
+    for inner_key, inner_value in items:
+        if type(inner_key) is not str:
+            if not isinstance(inner_key, str):
+                raise TypeError(
+                    f"payload key {_describe(inner_key)} inside {key!r} is not a str "
+                    f"(got {type(inner_key).__name__}): payload keys must be str"
+                )
+            inner_key = _as_str(inner_key)
+        if inner_key in seen:
+            raise ValueError(f"payload key {inner_key!r} appears more than once inside {key!r}")
+        seen.add(inner_key)
+        pairs.append(
+            (inner_key, freeze_value(f"{key}.{inner_key}", inner_value, depth + 1, budget))
+        )
+    return tuple(pairs)
+
+
+def thaw_value(value: object) -> object:
+    """A payload value with its nested mappings as dicts again (for ``payload_dict``).
+
+    A tuple whose items are all ``(str, value)`` pairs with distinct keys is
+    what a nested mapping freezes to, and becomes a dict; other tuples stay
+    tuples (their items thawed). A list of such pairs freezes the same way,
+    so it reads back as a dict too.
+    """
+    if type(value) is not tuple:
+        return value
+    items: tuple[Any, ...] = value
+    if items and all(
+        type(item) is tuple and len(item) == 2 and type(item[0]) is str for item in items
+    ):
+        thawed = {item[0]: thaw_value(item[1]) for item in items}
+        if len(thawed) == len(items):
+            return thawed
+    return tuple([thaw_value(item) for item in items])
 
 
 def normalise_payload(payload: object, max_items: int | None) -> tuple[tuple[str, object], ...]:
@@ -276,6 +418,7 @@ def normalise_payload(payload: object, max_items: int | None) -> tuple[tuple[str
             ) from None
     pairs: list[tuple[str, object]] = []
     seen: set[str] = set()
+    budget = [MAX_PAYLOAD_TREE_ITEMS]
     for item in items:
         if not from_mapping and (not isinstance(item, (tuple, list)) or len(item) != 2):
             raise TypeError(f"payload item {_describe(item)} is not a (key, value) pair")
@@ -290,7 +433,7 @@ def normalise_payload(payload: object, max_items: int | None) -> tuple[tuple[str
         if key in seen:
             raise ValueError(f"payload key {key!r} appears more than once")
         seen.add(key)
-        pairs.append((key, freeze_value(key, value)))
+        pairs.append((key, freeze_value(key, value, 0, budget)))
     if TRUNCATED_KEY in seen:
         last_key, last_value = pairs[-1]
         if max_items is not None or last_key != TRUNCATED_KEY or last_value is not True:
@@ -358,6 +501,7 @@ EVENT_SCHEMA: dict[str, Any] = {
                 {"type": ["null", "boolean", "string", "number"]},
                 {"type": "integer", "minimum": MIN_PAYLOAD_INT, "maximum": MAX_PAYLOAD_INT},
                 {"type": "array", "items": {"$ref": "#/$defs/value"}},
+                {"type": "object", "additionalProperties": {"$ref": "#/$defs/value"}},
             ]
         }
     },
@@ -371,7 +515,8 @@ def event_dict_problems(data: object) -> list[str]:
 
     The same rules as an event built by either core: counts are signed
     64-bit and not negative, payload values are what :func:`freeze_value`
-    accepts (64-bit ints, finite floats, nesting up to :data:`MAX_NESTING`),
+    accepts (64-bit ints, finite floats, objects with str keys, nesting up to
+    :data:`MAX_NESTING`, at most :data:`MAX_PAYLOAD_TREE_ITEMS` values in all),
     the marker key only as the last pair.
 
     Parameters
@@ -408,12 +553,13 @@ def event_dict_problems(data: object) -> list[str]:
     if not isinstance(payload, dict):
         problems.append(f"payload must be an object, got {type(payload).__name__}")
     else:
+        budget = [MAX_PAYLOAD_TREE_ITEMS]
         for key, value in payload.items():
             if not isinstance(key, str):
                 problems.append(f"payload key {_describe(key)} is not a str")
                 continue
             try:
-                freeze_value(key, value)
+                freeze_value(key, value, 0, budget)
             except (TypeError, ValueError) as error:
                 problems.append(f"payload value of {key!r} is not valid: {error}")
         if TRUNCATED_KEY in payload:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._deliveries import DeliveryTracker, TrackedHandler
 from ._groups import Group, GroupDispatch, GroupKey, check_group_key
+from ._handlers import FilteredHandler
 from ._selectors import KindSelector
 from ._state import SnapshotPart
 
@@ -42,10 +43,16 @@ Handler = Callable[["WorldEvent"], object]
 class Subscription:
     """One subscriber: its handler, the kinds it wants, and its id.
 
+    :meth:`~ringbus.EventBus.subscribe` returns it as the subscription's
+    handle: ``sub.cancel()`` ends it (as ``bus.unsubscribe(sub)`` does), and
+    ``with bus.subscribe(...) as sub:`` ends it when the block ends. It
+    stands for its id where an int is expected (``int(sub)``, ``sub == 3``,
+    ``{sub: ...}``).
+
     Attributes
     ----------
     sub_id
-        The id :meth:`~ringbus.EventBus.subscribe` returned.
+        The subscription's id (also ``id``), unique on its bus.
     handler
         The callable that receives each matching event.
     kinds
@@ -58,7 +65,7 @@ class Subscription:
         The load-balanced group it belongs to, or ``None``.
     """
 
-    __slots__ = ("group", "handler", "kinds", "name", "priority", "sub_id")
+    __slots__ = ("_owner", "group", "handler", "kinds", "name", "priority", "sub_id")
 
     def __init__(
         self,
@@ -75,6 +82,53 @@ class Subscription:
         self.name = name
         self.priority = priority
         self.group = group
+        #: The bus it is live on (a weak reference), ``None`` once it ended.
+        self._owner: Callable[[], Any] | None = None
+
+    @property
+    def id(self) -> int:
+        """The subscription's id (same as ``sub_id``)."""
+        return self.sub_id
+
+    @property
+    def active(self) -> bool:
+        """Whether it still receives events (not cancelled, its bus still alive)."""
+        return self._owner is not None and self._owner() is not None
+
+    def cancel(self) -> None:
+        """End the subscription from the next event on (``bus.unsubscribe(self)``).
+
+        Raises
+        ------
+        KeyError
+            It has already ended (cancelled, unsubscribed, or its bus is gone).
+        """
+        bus = None if self._owner is None else self._owner()
+        if bus is None:
+            raise KeyError(f"{self!r} has already ended: it was cancelled or unsubscribed")
+        bus.unsubscribe(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.active:
+            self.cancel()
+
+    def __index__(self) -> int:
+        return self.sub_id
+
+    __int__ = __index__
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Subscription):
+            return self.sub_id == other.sub_id  # as their ids compare
+        if isinstance(other, int) and not isinstance(other, bool):
+            return self.sub_id == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.sub_id)
 
     def matches(self, kind: str) -> bool:
         """Whether this subscription receives events of ``kind``."""
@@ -82,7 +136,9 @@ class Subscription:
 
     def with_handler(self, handler: Handler) -> Subscription:
         """A copy of this subscription calling ``handler`` instead."""
-        return Subscription(self.sub_id, handler, self.kinds, self.name, self.priority, self.group)
+        copy = Subscription(self.sub_id, handler, self.kinds, self.name, self.priority, self.group)
+        copy._owner = self._owner
+        return copy
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
@@ -122,6 +178,9 @@ class Registry(SnapshotPart):
         self._groups: dict[str, Group] = {}
         self._grouped = 0
         self.tracker: DeliveryTracker | None = None
+        #: Names of ``once`` subscriptions that took their event (they travel
+        #: in snapshots, so a restored run does not deliver to them again).
+        self.once_fired: set[str] = set()
 
     def add(
         self,
@@ -166,11 +225,16 @@ class Registry(SnapshotPart):
             self._grouped += 1
         return subscription
 
+    def get(self, sub_id: int) -> Subscription | None:
+        """The live subscription with this id, if any."""
+        return self._subscriptions.get(sub_id)
+
     def remove(self, sub_id: int) -> Subscription:
         try:
             subscription = self._subscriptions.pop(sub_id)
         except (KeyError, TypeError):
             raise KeyError(f"no subscription with id {sub_id!r}") from None
+        subscription._owner = None
         if subscription.priority:
             self._prioritised -= 1
         if subscription.group is not None:
@@ -238,7 +302,10 @@ class Registry(SnapshotPart):
     def to_state(self) -> dict[str, Any]:
         """Group rotation state (JSON-ready), empty when there is none."""
         turns = {name: group.turn for name, group in sorted(self._groups.items()) if group.turn}
-        return {"group_turns": turns} if turns else {}
+        state: dict[str, Any] = {"group_turns": turns} if turns else {}
+        if self.once_fired:
+            state["once_fired"] = sorted(self.once_fired)
+        return state
 
     def prepare_load(self, state: Any) -> Callable[[], None]:
         """Check what :meth:`to_state` returned; return what loads it (cannot fail)."""
@@ -250,8 +317,21 @@ class Registry(SnapshotPart):
                 raise ValueError(f"snapshot group name must be a str, got {name!r}")
             if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
                 raise ValueError(f"snapshot group turn for {name!r} must be an int >= 0")
+        fired = state.get("once_fired", [])
+        if not isinstance(fired, list) or not all(isinstance(name, str) for name in fired):
+            raise ValueError("snapshot 'routing' 'once_fired' must be a list of str")
 
         def commit() -> None:
+            self.once_fired = set(fired)
+            for subscription in tuple(self._subscriptions.values()):
+                handler = subscription.handler
+                # A once subscription attached before restore that took its event already.
+                if (
+                    subscription.name in self.once_fired
+                    and isinstance(handler, FilteredHandler)
+                    and handler.once
+                ):
+                    self.remove(subscription.sub_id)
             for name, turn in turns.items():
                 group = self._groups.get(name)
                 if group is None:

@@ -29,15 +29,20 @@ from ._normalise import (
     DROP_POLICIES,
     FIELDS,
     MAX_PAYLOAD_ITEMS_LIMIT,
+    NORMAL,
+    URGENT,
     check_id,
     check_kind,
+    check_lane,
     check_limit,
     check_non_negative,
     check_positive,
     event_args_from_dict,
     jsonify,
+    lane_of,
     normalise_payload,
     normalise_tags,
+    thaw_value,
 )
 
 __all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEvent"]
@@ -178,8 +183,13 @@ class WorldEvent:
         }
 
     def payload_dict(self) -> dict[str, Any]:
-        """Return the payload as a new dict; the event is untouched."""
-        return dict(self.payload)
+        """Return the payload as a new dict; the event is untouched.
+
+        Nested mappings (frozen as tuples of pairs) come back as dicts.
+        """
+        return {
+            key: thaw_value(value) if type(value) is tuple else value for key, value in self.payload
+        }
 
     @classmethod
     def from_dict(cls, data: object) -> WorldEvent:
@@ -263,6 +273,8 @@ class RingCore:
         # _done holds the seqs of those already dispatched ahead of their turn.
         self._urgent: deque[WorldEvent] = deque()
         self._done: set[int] = set()
+        # The lane of each pending "high" or "low" event, by seq.
+        self._levels: dict[int, int] = {}
         # Direct delivery: destination of each pending direct event, by seq.
         self._destinations: dict[int, str] = {}
         self._routes: dict[str, Route] = {}
@@ -356,6 +368,7 @@ class RingCore:
         subject_id: str | None = None,
         payload: object = None,
         tags: object = (),
+        priority: str | None = None,
     ) -> int:
         """Accept one event and return its seq (``0`` when the bus is disabled).
 
@@ -375,6 +388,10 @@ class RingCore:
             many, the last being ``("__truncated__", True)``.
         tags
             An iterable of ``str``.
+        priority
+            ``"low"``, ``"normal"`` (``None``), ``"high"`` or ``"urgent"``:
+            within a drain round, higher priorities are dispatched first, in
+            seq order within each.
 
         Raises
         ------
@@ -388,6 +405,22 @@ class RingCore:
         """
         if not self._enabled:
             return 0
+        if priority is not None:
+            lane = lane_of(priority)
+            if lane != NORMAL:
+                return self._publish_routed(
+                    lane,
+                    None,
+                    kind,
+                    tick,
+                    day,
+                    polity_id,
+                    ward_id,
+                    actor_id,
+                    subject_id,
+                    payload,
+                    tags,
+                )
         kind = check_kind(kind)
         # -1: the bus clock, read when the event is stored.
         tick_value = -1 if tick is None else check_non_negative("tick", tick)
@@ -448,7 +481,7 @@ class RingCore:
 
     def _publish_routed(
         self,
-        urgent: bool,
+        lane: int,
         destination: str | None,
         kind: str,
         tick: int | None,
@@ -460,10 +493,10 @@ class RingCore:
         payload: object,
         tags: object,
     ) -> int:
-        """Publish into the urgent lane and/or to one destination (see EventBus)."""
+        """Publish into a lane (an index of ``PRIORITIES``) and/or to one destination."""
         if destination is not None and (type(destination) is not str or not destination):
             raise TypeError(f"destination must be a non-empty str, got {destination!r}")
-        lane = bool(urgent)  # user code: before the event is stored
+        check_lane(lane)
         seq = self.publish(
             kind,
             tick,
@@ -479,28 +512,30 @@ class RingCore:
             self._mark(seq, lane, destination)
         return seq
 
-    def _ingest_routed(self, event: WorldEvent, urgent: bool, destination: str | None) -> int:
-        """``ingest`` into the urgent lane and/or to one destination (restore)."""
+    def _ingest_routed(self, event: WorldEvent, lane: int, destination: str | None) -> int:
+        """``ingest`` into a lane and/or to one destination (restore)."""
         if destination is not None and (type(destination) is not str or not destination):
             raise TypeError(f"destination must be a non-empty str, got {destination!r}")
-        lane = bool(urgent)  # user code: before the event is stored
+        check_lane(lane)
         seq = self.ingest(event)
         if seq:
             self._mark(seq, lane, destination)
         return seq
 
-    def _mark(self, seq: int, urgent: bool, destination: str | None) -> None:
-        if urgent:
+    def _mark(self, seq: int, lane: int, destination: str | None) -> None:
+        if lane == URGENT:
             self._urgent.append(self._pending[-1])
+        elif lane != NORMAL:
+            self._levels[seq] = lane
         if destination is not None:
             self._destinations[seq] = destination
 
-    def pending_routing(self) -> tuple[list[int], list[tuple[int, str]]]:
-        """Seqs of pending urgent events, and ``(seq, destination)`` of pending direct ones."""
-        return (
-            [event.seq for event in self._urgent],
-            sorted(self._destinations.items()),
-        )
+    def pending_routing(self) -> tuple[list[tuple[int, int]], list[tuple[int, str]]]:
+        """``(seq, lane)`` of pending events not in the normal lane, in seq order, and
+        ``(seq, destination)`` of pending direct ones."""
+        lanes = [(event.seq, URGENT) for event in self._urgent]
+        lanes += self._levels.items()
+        return sorted(lanes), sorted(self._destinations.items())
 
     def _admit(self, tick: int, day: int) -> None:
         """Refuse an event at ``tick`` and ``day`` (-1: the clock's) if it may not be stored."""
@@ -636,6 +671,9 @@ class RingCore:
                 if count == len(done):
                     break
                 last = pending[-1].seq
+                if self._levels:
+                    # "high" or "low" events: order the whole round by lane.
+                    total += self._dispatch_by_lane(last, errors)
                 # The urgent lane first: urgent events pending when the round began.
                 while urgent and urgent[0].seq <= last:
                     event = urgent[0]
@@ -665,6 +703,31 @@ class RingCore:
         if errors:
             raise ExceptionGroup(handler_errors_message(len(errors)), errors)
         return total
+
+    def _dispatch_by_lane(self, last: int, errors: list[Exception]) -> int:
+        """Dispatch the round's events (seqs up to ``last``) highest lane first,
+        in seq order within a lane, marking each done; return how many."""
+        done = self._done
+        levels = self._levels
+        urgent = {event.seq for event in self._urgent}
+        order: list[tuple[int, int, WorldEvent]] = []
+        for event in self._pending:
+            seq = event.seq
+            if seq > last:
+                break
+            if seq not in done:
+                lane = URGENT if seq in urgent else levels.get(seq, NORMAL)
+                order.append((-lane, seq, event))
+        order.sort(key=_lane_order)
+        for negative_lane, seq, event in order:
+            route = self._route_of(event)
+            if negative_lane == -URGENT:
+                self._urgent.popleft()  # the lane's first: it is in seq order
+            else:
+                levels.pop(seq, None)
+            done.add(seq)
+            self._deliver(event, route, errors)
+        return len(order)
 
     # -- reading -------------------------------------------------------
     def _retained(self) -> tuple[WorldEvent, ...]:
@@ -741,3 +804,7 @@ class RingCore:
             "pending": len(self._pending) - len(self._done),
             "retained": len(self._ring),
         }
+
+
+def _lane_order(entry: tuple[int, int, WorldEvent]) -> tuple[int, int]:
+    return entry[0], entry[1]

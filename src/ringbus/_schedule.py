@@ -12,12 +12,13 @@ import heapq
 from collections.abc import Callable
 from typing import Any
 
+from ._normalise import EventFields
 from ._state import SnapshotPart
 
 __all__ = ["SCHEDULE_FIELDS", "Schedule", "ScheduledEvent"]
 
 #: Keyword fields :meth:`ringbus.EventBus.schedule` accepts besides tick and kind.
-SCHEDULE_FIELDS = ("polity_id", "ward_id", "actor_id", "subject_id", "payload", "tags")
+SCHEDULE_FIELDS = tuple(EventFields.__annotations__)
 
 #: ``(at_tick, order, kind, fields)``; ``fields`` holds JSON-ready publish keywords.
 ScheduledEvent = tuple[int, int, str, dict[str, Any]]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._deliveries import DeliveryTracker
-from ._normalise import check_non_negative
+from ._normalise import NORMAL, PRIORITIES, check_non_negative
 from ._schedule import Schedule
 
 __all__ = [
@@ -123,12 +123,15 @@ def take_snapshot(bus: Any, debug_events: bool | int) -> dict[str, Any]:
         state["scheduled"] = bus._schedule.to_state()
     if bus._dead_letters.has_state():
         state["dead_letters"] = bus._dead_letters.to_dict()
-    urgent, destinations = bus.pending_routing()
-    if urgent or destinations:
-        state["lanes"] = {
-            "urgent": urgent,
-            "destinations": [[seq, name] for seq, name in destinations],
+    lanes, destinations = bus.pending_routing()
+    if lanes or destinations:
+        listed = {
+            name: [seq for seq, lane in lanes if lane == index]
+            for index, name in enumerate(PRIORITIES)
+            if index != NORMAL
         }
+        state["lanes"] = {name: seqs for name, seqs in listed.items() if seqs or name == "urgent"}
+        state["lanes"]["destinations"] = [[seq, name] for seq, name in destinations]
     routing = bus._registry.to_state()
     if routing:
         state["routing"] = routing
@@ -172,7 +175,7 @@ def prepare_restore(bus: Any, snapshot: object) -> tuple[Callable[[], None], dic
             "not registered on this bus: attach those subscribers before restore()"
         )
     pending = check_pending(bus, snapshot["pending"], seq, tick, day)
-    urgent, directed = check_lanes(snapshot.get("lanes"), pending)
+    lanes, directed = check_lanes(snapshot.get("lanes"), pending)
     steps: list[Callable[[], None]] = []
     if "scheduled" in snapshot:
         schedule = Schedule()
@@ -193,7 +196,7 @@ def prepare_restore(bus: Any, snapshot: object) -> tuple[Callable[[], None], dic
         if pending:
             bus._skip_to(pending[0].seq - 1)
             for event in pending:
-                bus._ingest_routed(event, event.seq in urgent, directed.get(event.seq))
+                bus._ingest_routed(event, lanes.get(event.seq, NORMAL), directed.get(event.seq))
         bus._skip_to(seq)
         # After the pending events, which move the clock up to their own times.
         bus.set_clock(tick, day)
@@ -252,20 +255,30 @@ def check_pending(bus: Any, items: object, seq: int, tick: int, day: int | None)
     return pending
 
 
-def check_lanes(lanes: object, pending: list[Any]) -> tuple[set[int], dict[int, str]]:
-    """The snapshot's urgent seqs and destinations, each naming a pending event."""
+def check_lanes(lanes: object, pending: list[Any]) -> tuple[dict[int, int], dict[int, str]]:
+    """The snapshot's lane of each pending event not in the normal lane, and its
+    destinations, each naming a pending event."""
     if lanes is None:
-        return set(), {}
+        return {}, {}
     if not isinstance(lanes, dict):
         raise ValueError("snapshot 'lanes' must be a dict")
     seqs = {event.seq for event in pending}
-    urgent = lanes.get("urgent", [])
+    lane_of_seq: dict[int, int] = {}
+    for index, name in enumerate(PRIORITIES):
+        if index == NORMAL:
+            continue
+        listed = lanes.get(name, [])
+        if not isinstance(listed, list):
+            raise ValueError(f"snapshot 'lanes' {name!r} must be a list of seqs")
+        for seq in listed:
+            if isinstance(seq, bool) or not isinstance(seq, int) or seq not in seqs:
+                raise ValueError(f"snapshot {name} lane names {seq!r}, not a pending event's seq")
+            if seq in lane_of_seq:
+                raise ValueError(f"snapshot lanes name seq {seq} twice")
+            lane_of_seq[seq] = index
     destinations = lanes.get("destinations", [])
-    if not isinstance(urgent, list) or not isinstance(destinations, list):
-        raise ValueError("snapshot 'lanes' must hold 'urgent' and 'destinations' lists")
-    for seq in urgent:
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq not in seqs:
-            raise ValueError(f"snapshot urgent lane names {seq!r}, not a pending event's seq")
+    if not isinstance(destinations, list):
+        raise ValueError("snapshot 'lanes' must hold a 'destinations' list")
     directed: dict[int, str] = {}
     for item in destinations:
         if not isinstance(item, list | tuple) or len(item) != 2:
@@ -276,4 +289,4 @@ def check_lanes(lanes: object, pending: list[Any]) -> tuple[set[int], dict[int, 
         if not isinstance(name, str) or not name:
             raise ValueError(f"snapshot destination name must be a non-empty str, got {name!r}")
         directed[seq] = name
-    return set(urgent), directed
+    return lane_of_seq, directed

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ._args import CommandParser, stdout_closed
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -35,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole tree: ``ringbus`` and every command's options."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="ringbus",
         description="ringbus: a deterministic, in-process event bus for simulation loops.",
         epilog="Run 'ringbus COMMAND --help' for a command's options.",
@@ -59,6 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version, or a usage error (status 2)
         return int(exit_.code or 0)
     if namespace.command is None:
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return 2
-    return int(namespace.run(namespace))
+    try:
+        code = int(namespace.run(namespace))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:  # the reader went away: ``ringbus demo | head``
+        return stdout_closed()
+    except KeyboardInterrupt:
+        print(f"ringbus {namespace.command}: interrupted", file=sys.stderr)
+        return 130
+    return code

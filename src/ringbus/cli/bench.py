@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from types import ModuleType
 
 from .._bench import (
     PEER_PACKAGES,
     SCENARIOS,
     available_implementations,
-    build_floor,
     environment_lines,
     format_table,
     run_table,
 )
+from ._args import positive_int
 
 __all__ = ["DESCRIPTION", "configure", "run"]
 
 #: What ``ringbus --help`` and the command's ``--help`` say it does.
 DESCRIPTION = (
-    "Time ringbus, its pure-Python twin, a minimal compiled floor and the installed "
+    "Time ringbus, its pure-Python twin and the installed "
     "peers (psygnal, pyee, blinker) on the same sim-like workload: 100 events per "
     "tick (S4: 1000), a drain after every tick, handlers that only count. "
     "Prints medians in ns per published event; lower is better."
@@ -33,9 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--scenarios", default="S1,S2,S3,S4", help="comma-separated, from S1,S2,S3,S4"
     )
     parser.add_argument(
-        "--rounds", type=int, default=15, help="interleaved samples per implementation"
+        "--rounds", type=positive_int, default=15, help="interleaved samples per implementation"
     )
-    parser.add_argument("--no-floor", action="store_true", help="do not build the floor")
     parser.add_argument("--no-peers", action="store_true", help="ringbus only")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
 
@@ -50,18 +48,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.rounds < 1:
-        print("ringbus bench: --rounds must be >= 1", file=sys.stderr)
-        return 2
-    floor: ModuleType | None = None
-    notes: list[str] = []
-    if not args.no_floor:
-        print("building the floor (a minimal Cython bus) ...", file=sys.stderr, flush=True)
-        floor, note = build_floor()
-        if note:
-            notes.append(note)
-    names, more_notes = available_implementations(floor)
-    notes += more_notes
+    names, notes = available_implementations()
     if args.no_peers:
         names = [name for name in names if name not in PEER_PACKAGES]
     for line in environment_lines():
@@ -70,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         sc = SCENARIOS[scenario]
         print(f"  {scenario}: {sc.title} ({sc.events_per_tick} events per tick, drain each tick)")
     print()
-    table = run_table(names, scenarios, args.rounds, floor)
+    table = run_table(names, scenarios, args.rounds)
     print(format_table(table, scenarios, markdown=args.markdown))
     print()
     print("ns per published event, median of interleaved samples; lower is better.")

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -16,6 +17,7 @@ from ..demo.world import DemoWorld, StreamHasher
 from ..sim.evidence import EvidenceSubscriber
 from ..sim.incidents import IncidentLog
 from ..sim.kpi import KpiSubscriber
+from ._args import new_file, non_negative_float, non_negative_int, positive_int
 
 __all__ = ["DESCRIPTION", "configure", "run"]
 
@@ -27,17 +29,26 @@ DESCRIPTION = (
 )
 
 
+#: The world's options: (flag, type, help). A resumed run takes them from its
+#: snapshot, so they cannot be given with --resume.
+_WORLD_OPTIONS: tuple[tuple[str, Callable[[str], int], str], ...] = (
+    ("--seed", int, "world seed (default 1)"),
+    ("--events-per-tick", positive_int, "world actions per tick (default 16)"),
+    ("--ticks-per-day", positive_int, "ticks per day (default 24)"),
+    ("--polities", positive_int, "number of polities (default 3)"),
+)
+_WORLD_DEFAULTS = {"seed": 1, "events_per_tick": 16, "ticks_per_day": 24, "polities": 3}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the command's options to ``parser``."""
-    parser.add_argument("--days", type=int, default=60, help="days to run (default 60)")
-    parser.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
     parser.add_argument(
-        "--events-per-tick", type=int, default=16, help="world actions per tick (default 16)"
+        "--days", type=non_negative_int, default=60, help="days to run (default 60)"
     )
-    parser.add_argument("--ticks-per-day", type=int, default=24, help="ticks per day (default 24)")
-    parser.add_argument("--polities", type=int, default=3, help="number of polities (default 3)")
+    for flag, kind, help_text in _WORLD_OPTIONS:
+        parser.add_argument(flag, type=kind, default=None, help=help_text)
     parser.add_argument(
-        "--snapshot", metavar="FILE", type=Path, help="write a snapshot to FILE at the end"
+        "--snapshot", metavar="FILE", type=new_file, help="write a snapshot to FILE at the end"
     )
     parser.add_argument(
         "--resume",
@@ -69,7 +80,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--journal",
         metavar="FILE",
-        type=Path,
+        type=new_file,
         default=None,
         help="write the run's events to a chained journal (check it with 'ringbus journal verify')",
     )
@@ -84,22 +95,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tick-delay",
         metavar="SECONDS",
-        type=float,
+        type=non_negative_float,
         default=None,
         help="sleep this long after each tick (default 0, or 0.05 with --serve)",
     )
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def _load_snapshot(path: Path) -> dict[str, Any]:
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
-        raise SystemExit(f"ringbus demo: cannot read snapshot {path}: {error}") from error
+        raise ValueError(f"cannot read snapshot {path}: {error.strerror}") from error
     except json.JSONDecodeError as error:
-        raise SystemExit(f"ringbus demo: {path} is not JSON: {error}") from error
+        raise ValueError(f"{path} is not JSON: {error}") from error
     hooks = data.get("hooks") if isinstance(data, dict) else None
     if not isinstance(hooks, dict) or "demo" not in hooks or "config" not in data:
-        raise SystemExit(f"ringbus demo: {path} is not a snapshot written by 'ringbus demo'")
+        raise ValueError(f"{path} is not a snapshot written by 'ringbus demo'")
     snapshot: dict[str, Any] = data
     return snapshot
 
@@ -159,6 +174,7 @@ def _report(
             "seed": world.seed,
             "days": world.day,
             "latest_seq": bus.latest_seq(),
+            "pending": bus.pending_count(),
             "kpis": summary,
             "evidence": items,
             "evidence_raised": evidence.raised,
@@ -174,7 +190,16 @@ def _report(
         f"{world.events_per_tick} actions per tick, {len(world.polities)} polities",
         file=out,
     )
-    print(f"events published: {bus.latest_seq()}", file=out)
+    pending = bus.pending_count()
+    print(
+        f"events published: {bus.latest_seq()}"
+        + (
+            f" ({pending} published by the last drain's handlers, pending for the next drain)"
+            if pending
+            else ""
+        ),
+        file=out,
+    )
     print("", file=out)
     print("KPIs per polity", file=out)
     for line in _kpi_table(summary):
@@ -219,11 +244,21 @@ def _report(
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; return the exit code."""
-    if args.days < 0:
-        print("ringbus demo: --days must be >= 0", file=sys.stderr)
+    given = [flag for flag, _, _ in _WORLD_OPTIONS if getattr(args, _dest(flag)) is not None]
+    if args.resume is not None and given:
+        print(
+            f"ringbus demo: {', '.join(given)} cannot be given with --resume: "
+            "a resumed world keeps the options of its snapshot",
+            file=sys.stderr,
+        )
         return 2
-    if args.tick_delay is not None and args.tick_delay < 0:
-        print("ringbus demo: --tick-delay must be >= 0", file=sys.stderr)
+    for name, default in _WORLD_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    try:
+        snapshot = _load_snapshot(args.resume) if args.resume is not None else None
+    except ValueError as error:
+        print(f"ringbus demo: {error}", file=sys.stderr)
         return 2
     if args.serve is not None and not 0 <= args.serve <= 65535:
         print(
@@ -233,7 +268,6 @@ def run(args: argparse.Namespace) -> int:
     if args.exit_when_done and args.serve is None:
         print("ringbus demo: --exit-when-done needs --serve", file=sys.stderr)
         return 2
-    snapshot = _load_snapshot(args.resume) if args.resume is not None else None
     if snapshot is not None:
         bus = EventBus(EventBusConfig.from_dict(snapshot["config"]))
         state = snapshot["hooks"]["demo"]

@@ -7,6 +7,7 @@ import fnmatch
 import sys
 
 from ..transports import dumps_record, read_feed
+from ._args import non_negative_float, positive_int
 
 __all__ = ["DESCRIPTION", "configure", "run"]
 
@@ -18,8 +19,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the command's options to ``parser``."""
     parser.add_argument("address", help="HOST:PORT the feed listens on")
     parser.add_argument("--kinds", nargs="+", help="only these kinds (fnmatch globs allowed)")
-    parser.add_argument("--limit", type=int, help="stop after this many records")
-    parser.add_argument("--timeout", type=float, help="seconds to wait for a line (default: ever)")
+    parser.add_argument("--limit", type=positive_int, help="stop after this many records")
+    parser.add_argument(
+        "--timeout",
+        type=non_negative_float,
+        help="seconds to wait for a line (default: ever)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

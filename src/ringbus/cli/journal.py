@@ -15,6 +15,7 @@ from ..journal import (
     replay_journal,
     verify_journal,
 )
+from ._args import hex_hash, non_negative_int
 
 __all__ = ["DESCRIPTION", "configure", "run"]
 
@@ -86,6 +87,11 @@ def _replay_command(args: argparse.Namespace) -> int:
     try:
         report = replay_journal(args.file, bus, verify=not args.no_verify)
     except JournalError as error:
+        if error.problems:  # refused: say it in the command line's words
+            error = JournalError(
+                f"{args.file}: refusing to replay a journal with {len(error.problems)} "
+                f"problem(s), first: {error.problems[0]} (add --no-verify to replay it anyway)"
+            )
         print(f"ringbus journal replay: {error}", file=sys.stderr)
         return 1
     except ValueError as error:
@@ -109,22 +115,6 @@ def _keygen_command(args: argparse.Namespace) -> int:
     print(f"private key: {private} (keep it secret; sign with Journal(signing_key=...))")
     print(f"public key:  {public} (verify with --public-key {public})")
     return 0
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an int: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _hex_hash(text: str) -> str:
-    if len(text) != 64 or any(char not in "0123456789abcdef" for char in text):
-        raise argparse.ArgumentTypeError("a chain head is 64 lowercase hex digits")
-    return text
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -161,8 +151,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept a journal without a seal (still being written)",
     )
-    verify.add_argument("--expect-head", type=_hex_hash, help="the chain head kept elsewhere")
-    verify.add_argument("--expect-count", type=_non_negative, help="the event count kept elsewhere")
+    verify.add_argument("--expect-head", type=hex_hash, help="the chain head kept elsewhere")
+    verify.add_argument(
+        "--expect-count", type=non_negative_int, help="the event count kept elsewhere"
+    )
     verify.add_argument(
         "--public-key", help="Ed25519 public key (PEM): checkpoints and seal must be signed by it"
     )
@@ -173,7 +165,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument(
-        "--max-problems", type=_non_negative, default=20, help="problems to print (default 20)"
+        "--max-problems", type=non_negative_int, default=20, help="problems to print (default 20)"
     )
     replay = commands.add_parser(
         "replay",
@@ -187,7 +179,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--no-verify", action="store_true", help="replay even if the journal has problems"
     )
     replay.add_argument(
-        "--days", type=_non_negative, default=7, help="closed days to show (default 7)"
+        "--days", type=non_negative_int, default=7, help="closed days to show (default 7)"
     )
     keygen = commands.add_parser(
         "keygen",

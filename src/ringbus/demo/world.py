@@ -72,7 +72,7 @@ class DemoWorld:
     >>> from ringbus.sim.kpi import KpiSubscriber
     >>> bus = EventBus()
     >>> kpi = KpiSubscriber()
-    >>> kpi.attach(bus)
+    >>> _ = kpi.attach(bus)
     >>> world = DemoWorld(bus, seed=7, events_per_tick=4, ticks_per_day=6)
     >>> world.run(days=2)
     >>> len(kpi.days())

@@ -77,7 +77,16 @@ V1_UNPROTECTED = ("day", "polity_id", "ward_id", "actor_id", "subject_id", "tags
 
 
 class JournalError(RingbusError):
-    """A journal cannot be opened, written, read or replayed as asked."""
+    """A journal cannot be opened, written, read or replayed as asked.
+
+    Attributes
+    ----------
+    problems
+        When a replay was refused because verification found problems: those
+        problems (verify problems, each with its line); else empty.
+    """
+
+    problems: tuple[Any, ...] = ()
 
 
 def _make_encoder(sort_keys: bool) -> Callable[[object], str]:

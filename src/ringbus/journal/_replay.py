@@ -139,10 +139,12 @@ def replay_journal(
         report.sealed = checked.sealed
         serious = [problem for problem in checked.problems if problem.kind not in _REPLAYABLE]
         if serious:
-            raise JournalError(
+            refused = JournalError(
                 f"{source}: refusing to replay a journal with problems, first: {serious[0]} "
                 "(pass verify=False to replay it anyway)"
             )
+            refused.problems = tuple(serious)
+            raise refused
     numbered = list(read_journal(source))
     publish = _ReplayPublish(bus, [record for _number, record in numbered], report)
     expected = bus.latest_seq()

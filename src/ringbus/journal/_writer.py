@@ -111,6 +111,7 @@ class Journal:
     --------
     >>> import tempfile, pathlib
     >>> from ringbus import EventBus
+    >>> from ringbus.journal import verify_journal
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "run.jsonl"
     >>> bus = EventBus()
     >>> with Journal(path) as journal:

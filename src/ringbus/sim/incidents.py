@@ -91,7 +91,7 @@ class IncidentLog(SnapshotSubscriber):
     >>> from ringbus.sim.incidents import IncidentLog
     >>> bus = EventBus()
     >>> log = IncidentLog()
-    >>> log.attach(bus)
+    >>> _ = log.attach(bus)
     >>> _ = bus.publish(kinds.INCIDENT_RECORDED, ward_id="w1",
     ...                 payload={"incident_kind": "fire", "severity": "high"})
     >>> _ = bus.drain()

@@ -74,6 +74,19 @@ class _Tally:
         return tally
 
 
+def _amount_of(payload: tuple[tuple[str, Any], ...]) -> int:
+    """How many occurrences one event stands for: 1, or a counter's ``amount``.
+
+    An event published by :class:`~ringbus.sim.bridges.CounterAdapter` carries
+    ``counter`` and ``amount`` in its payload; ``increment(name, 5)`` counts 5.
+    """
+    fields = dict(payload)
+    amount = fields.get("amount")
+    if "counter" in fields and isinstance(amount, int) and not isinstance(amount, bool):
+        return amount
+    return 1
+
+
 class KpiSubscriber(SnapshotSubscriber):
     """Count KPIs from events, in total, per polity and per day.
 
@@ -84,7 +97,8 @@ class KpiSubscriber(SnapshotSubscriber):
 
     Notes
     -----
-    An event without a ``polity_id`` counts in the totals only. The day a
+    An event without a ``polity_id`` counts in the totals only. An event from
+    a :class:`~ringbus.sim.bridges.CounterAdapter` counts its ``amount``. The day a
     ``DAY_ROLLOVER`` closes is its payload's ``closed_day`` if present,
     otherwise the event's ``day``. :meth:`summary` may be called from another
     thread while the bus runs.
@@ -95,7 +109,7 @@ class KpiSubscriber(SnapshotSubscriber):
     >>> from ringbus.sim.kpi import KpiSubscriber
     >>> bus = EventBus()
     >>> kpi = KpiSubscriber()
-    >>> kpi.attach(bus)
+    >>> _ = kpi.attach(bus)
     >>> _ = bus.publish(kinds.DELIVERY_COMPLETED, polity_id="north")
     >>> _ = bus.publish(kinds.DELIVERY_FAILED, polity_id="north")
     >>> _ = bus.drain()
@@ -164,8 +178,9 @@ class KpiSubscriber(SnapshotSubscriber):
                     tally.by_kind[incident_kind] = tally.by_kind.get(incident_kind, 0) + 1
                     tally.by_severity[severity] = tally.by_severity.get(severity, 0) + 1
             else:
+                amount = _amount_of(event.payload) if event.payload else 1
                 for tally in scopes:
-                    tally.counts[name] += 1
+                    tally.counts[name] += amount
 
     def _close_day(self, event: Any) -> None:
         closed = dict(event.payload).get("closed_day", event.day)
