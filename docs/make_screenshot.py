@@ -16,6 +16,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from ringbus import EventBus, EventBusConfig
 from ringbus.demo import DemoWorld
+from ringbus.sim.health import HealthReporter
 from ringbus.sim.kpi import KpiSubscriber
 from ringbus.viewer import serve
 
@@ -39,8 +40,9 @@ def main() -> int:
     bus = EventBus(EventBusConfig(name="demo"))
     kpi = KpiSubscriber()
     kpi.attach(bus)
+    HealthReporter(every_ticks=12, timer=None).attach(bus)
     world = DemoWorld(bus, seed=3, events_per_tick=4, ticks_per_day=12)
-    world.run(days=3)  # some history for the KPIs
+    world.run(days=12)  # some history for the KPI charts
     stop = threading.Event()
 
     def loop() -> None:  # the sim keeps running while the page is open
@@ -48,18 +50,19 @@ def main() -> int:
             world.step()
             stop.wait(0.05)
 
-    with serve(bus, kpis=kpi.summary) as viewer:
+    with serve(bus, kpis=lambda: kpi.summary(last_days=30)) as viewer:
         sim = threading.Thread(target=loop, daemon=True)
         sim.start()
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 try:
-                    page = browser.new_page(viewport={"width": 1280, "height": 760})
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
                     page.goto(viewer.url)
                     page.fill("#f-limit", "40")
                     page.click("#apply")
                     expect(page.locator("#status")).to_have_text("live")
+                    expect(page.locator("#chart-deliveries")).to_be_visible()
                     time.sleep(1.5)  # a few live batches arrive
                     stop.set()
                     sim.join()

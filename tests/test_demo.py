@@ -289,7 +289,7 @@ def test_cli_serve_shows_the_viewer(
         return tick
 
     monkeypatch.setattr(DemoWorld, "step", step_and_fetch)
-    code = main(["--days", "1", "--serve", "0", "--tick-delay", "0", "--quiet"])
+    code = main(["--days", "1", "--serve", "0", "--exit-when-done", "--tick-delay", "0", "--quiet"])
     assert code == 0
     assert fetched and "totals" in json.dumps(fetched[0])
 
@@ -297,6 +297,7 @@ def test_cli_serve_shows_the_viewer(
 def test_cli_serve_slows_the_loop_by_default(capsys: pytest.CaptureFixture[str]) -> None:
     started = time.perf_counter()
     argv = ["--days", "1", "--ticks-per-day", "4", "--events-per-tick", "1", "--serve", "0"]
+    argv.append("--exit-when-done")
     assert main(argv) == 0
     assert time.perf_counter() - started >= 4 * 0.05
     assert "viewer at http://127.0.0.1:" in capsys.readouterr().err

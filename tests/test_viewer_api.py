@@ -66,6 +66,12 @@ def events(server: ViewerServer, **params: Any) -> dict[str, Any]:
     return body
 
 
+def plain(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without the run fields every JSON response carries."""
+    assert isinstance(body["run_id"], str) and isinstance(body["finished"], bool)
+    return {key: item for key, item in body.items() if key not in ("run_id", "finished")}
+
+
 def seqs(body: dict[str, Any]) -> list[int]:
     return [event["seq"] for event in body["events"]]
 
@@ -363,7 +369,7 @@ def test_newest_events_widen_the_window_for_sparse_matches(backend: Any) -> None
 
 
 def test_endpoints_without_parameters_reject_them(server: ViewerServer) -> None:
-    for path in ("/api/kpis?x=1", "/api/counts?since=1", "/?a=b"):
+    for path in ("/api/kpis?x=1", "/api/counts?since=1", "/api/rates?x=1", "/api/health?x=1"):
         status, body, _ = fetch(server, path)
         assert status == 400 and body["error"]
 
@@ -377,7 +383,7 @@ def test_counts_over_the_retained_ring(backend: Any) -> None:
     with serve(bus) as viewer:
         status, body, _ = fetch(viewer, "/api/counts")
         assert status == 200
-        assert body == {
+        assert plain(body) == {
             "counts": {
                 kinds.DELIVERY_COMPLETED: 2,
                 kinds.DELIVERY_FAILED: 3,
@@ -391,16 +397,21 @@ def test_counts_over_the_retained_ring(backend: Any) -> None:
         }
         assert list(body["counts"]) == sorted(body["counts"])
         publish_world(bus, 1, start=12)
+        # counted again at most once a second, however many pages ask
         after = fetch(viewer, "/api/counts")[1]
+        assert after["latest_seq"] == 12
+        time.sleep(1.05)
+        after = fetch(viewer, "/api/counts")[1]
+        assert after["latest_seq"] == 13
         assert after["counts"][kinds.TICK] == 3 and after["counts"][kinds.DELIVERY_FAILED] == 2
 
 
 def test_kpis(server: ViewerServer, bus: Any) -> None:
-    assert fetch(server, "/api/kpis")[1] == {
+    assert plain(fetch(server, "/api/kpis")[1]) == {
         "kpis": {"deliveries": {"completed": 3}, "days": [1, 2]}
     }
-    with serve(bus) as plain:
-        assert fetch(plain, "/api/kpis")[1] == {"kpis": None}
+    with serve(bus) as bare:
+        assert fetch(bare, "/api/kpis")[1]["kpis"] is None
 
     def broken() -> dict[str, Any]:
         return {"when": object()}
@@ -449,6 +460,7 @@ class Stream:
         raise AssertionError(f"no {event!r} message")
 
     def close(self) -> None:
+        self.response.close()
         self.connection.close()
 
 
@@ -680,3 +692,13 @@ def test_cli_serves_a_running_world_until_interrupted(backend: Any) -> None:
 def test_cli_rejects_bad_options() -> None:
     assert cli_main(["viewer", "--days", "-1"]) == 2
     assert cli_main(["viewer", "--tick-delay", "-1"]) == 2
+
+
+def test_readme_viewer_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    section = text[text.index("## Event viewer") :]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match
+    exec(compile(match.group(1), str(readme), "exec"), {})
+    assert capsys.readouterr().out.startswith("open http://127.0.0.1:")

@@ -69,7 +69,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         type=int,
         const=8765,
-        help="serve the viewer on 127.0.0.1:PORT (default 8765) while the world runs",
+        help="serve the viewer on 127.0.0.1:PORT (default 8765; 0 = any free port) while "
+        "the world runs, and after it until Ctrl-C",
+    )
+    parser.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="with --serve: stop serving and exit when the run ends",
     )
     parser.add_argument(
         "--journal",
@@ -254,6 +260,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"ringbus demo: {error}", file=sys.stderr)
         return 2
+    if args.serve is not None and not 0 <= args.serve <= 65535:
+        print(
+            f"ringbus demo: --serve port must be from 0 to 65535, got {args.serve}", file=sys.stderr
+        )
+        return 2
+    if args.exit_when_done and args.serve is None:
+        print("ringbus demo: --exit-when-done needs --serve", file=sys.stderr)
+        return 2
     if snapshot is not None:
         bus = EventBus(EventBusConfig.from_dict(snapshot["config"]))
         state = snapshot["hooks"]["demo"]
@@ -326,7 +340,19 @@ def run(args: argparse.Namespace) -> int:
     if args.serve is not None:
         from ringbus.viewer import serve  # imported only when asked for
 
-        server = serve(bus, host="127.0.0.1", port=args.serve, kpis=kpi.summary)
+        try:
+            server = serve(
+                bus, host="127.0.0.1", port=args.serve, kpis=kpi.summary, journal=args.journal
+            )
+        except (OSError, ValueError) as error:
+            if journal is not None:
+                journal.close()
+            reason = getattr(error, "strerror", None) or str(error)
+            print(
+                f"ringbus demo: cannot serve the viewer on 127.0.0.1:{args.serve}: {reason}",
+                file=sys.stderr,
+            )
+            return 2
         print(f"ringbus demo: viewer at {server.url} (Ctrl-C to stop)", file=sys.stderr)
 
     first_seq = bus.latest_seq()
@@ -360,7 +386,7 @@ def run(args: argparse.Namespace) -> int:
         interrupted = True
         print("ringbus demo: interrupted", file=sys.stderr)
     finally:
-        if server is not None:
+        if server is not None and (interrupted or args.exit_when_done):
             server.close()
         if journal is not None:
             journal.close()
@@ -389,4 +415,24 @@ def run(args: argparse.Namespace) -> int:
         args.snapshot.write_text(json.dumps(bus.snapshot(), sort_keys=True), encoding="utf-8")
         if not args.quiet:
             print(f"ringbus demo: snapshot written to {args.snapshot}", file=sys.stderr)
+    if server is not None and not server.closed:
+        _serve_after_the_run(server)
     return 130 if interrupted else 0
+
+
+def _serve_after_the_run(server: Any) -> None:
+    """Keep the viewer up on the finished run until Ctrl-C."""
+    server.finish()
+    print(
+        f"ringbus demo: run finished; the viewer stays at {server.url} (Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        while not server.closed:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    print("ringbus demo: viewer stopped", file=sys.stderr)

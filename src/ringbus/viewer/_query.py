@@ -8,18 +8,23 @@ reader in the server thread cannot hold up the sim thread's publish path.
 from __future__ import annotations
 
 import json
+import os
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "MAX_KINDS",
     "MAX_LIMIT",
     "BusReader",
     "EventQuery",
     "QueryError",
     "Selection",
     "kind_counts",
+    "export_events",
+    "journal_events",
     "newest_events",
     "parse_flag",
     "parse_query",
@@ -30,10 +35,31 @@ __all__ = [
 DEFAULT_LIMIT = 100
 #: The largest ``limit`` accepted.
 MAX_LIMIT = 5000
+#: The most kinds or globs one ``kinds`` parameter may list.
+MAX_KINDS = 64
 _MAX_SEQ = 2**63 - 1
+_MAX_DIGITS = len(str(_MAX_SEQ))
 _MAX_TEXT = 256
 
-_EVENT_PARAMS = ("since", "kinds", "limit", "polity", "ward", "actor", "subject", "key", "value")
+_EVENT_PARAMS = (
+    "since",
+    "before",
+    "kinds",
+    "limit",
+    "polity",
+    "ward",
+    "actor",
+    "subject",
+    "key",
+    "value",
+    "from_seq",
+    "to_seq",
+    "from_tick",
+    "to_tick",
+    "from_day",
+    "to_day",
+)
+_RANGES = ("from_seq", "to_seq", "from_tick", "to_tick", "from_day", "to_day")
 
 
 class QueryError(ValueError):
@@ -70,6 +96,10 @@ class EventQuery:
     key, value
         Keep events whose payload has ``key`` (and, if ``value`` is given,
         whose value is that string, or JSON-encodes to it: ``40``, ``true``).
+    before
+        Only events with ``seq < before`` (page back through older events).
+    from_seq, to_seq, from_tick, to_tick, from_day, to_day
+        Inclusive ranges of ``seq``, ``tick`` and ``day`` to keep.
     """
 
     since: int | None = None
@@ -81,14 +111,44 @@ class EventQuery:
     subject: str | None = None
     key: str | None = None
     value: str | None = None
+    before: int | None = None
+    from_seq: int | None = None
+    to_seq: int | None = None
+    from_tick: int | None = None
+    to_tick: int | None = None
+    from_day: int | None = None
+    to_day: int | None = None
 
     @property
     def filtered(self) -> bool:
-        """Whether a filter beyond ``kinds`` applies (done here, not in the core)."""
+        """Whether a filter beyond ``kinds`` and seqs applies (done here, not in the core)."""
         return any(
             item is not None
-            for item in (self.polity, self.ward, self.actor, self.subject, self.key)
+            for item in (
+                self.polity,
+                self.ward,
+                self.actor,
+                self.subject,
+                self.key,
+                self.from_tick,
+                self.to_tick,
+                self.from_day,
+                self.to_day,
+            )
         )
+
+    @property
+    def floor(self) -> int:
+        """Every event kept has a seq above this."""
+        return max(self.since or 0, (self.from_seq or 1) - 1)
+
+    @property
+    def ceiling(self) -> int | None:
+        """Every event kept has a seq at or below this (``None``: no bound)."""
+        bounds = [b for b in (self.to_seq, self.before) if b is not None]
+        if self.before is not None:
+            bounds[-1] -= 1
+        return min(bounds) if bounds else None
 
     def matches(self, event: Any) -> bool:
         """Whether ``event`` passes the polity/ward/actor/subject/payload filters."""
@@ -99,6 +159,14 @@ class EventQuery:
         if self.actor is not None and event.actor_id != self.actor:
             return False
         if self.subject is not None and event.subject_id != self.subject:
+            return False
+        if self.from_tick is not None and event.tick < self.from_tick:
+            return False
+        if self.to_tick is not None and event.tick > self.to_tick:
+            return False
+        if self.from_day is not None and event.day < self.from_day:
+            return False
+        if self.to_day is not None and event.day > self.to_day:
             return False
         if self.key is not None:
             for name, item in event.payload:
@@ -115,10 +183,10 @@ class EventQuery:
         if self.kinds is not None:
             out["kinds"] = ",".join(self.kinds)
         out["limit"] = str(self.limit)
-        for name in ("polity", "ward", "actor", "subject", "key", "value"):
+        for name in ("polity", "ward", "actor", "subject", "key", "value", "before", *_RANGES):
             item = getattr(self, name)
             if item is not None:
-                out[name] = item
+                out[name] = str(item)
         return out
 
 
@@ -158,7 +226,11 @@ def _int(params: Mapping[str, list[str]], name: str, low: int, high: int) -> int
     if item is None:
         return None
     if not item.isascii() or not item.isdigit():
-        raise QueryError(f"parameter {name!r} must be a whole number, got {item!r}")
+        raise QueryError(f"parameter {name!r} must be a whole number, got {item[:40]!r}")
+    if len(item.lstrip("0")) > _MAX_DIGITS:
+        raise QueryError(
+            f"parameter {name!r} must be between {low} and {high}, got a {len(item)}-digit number"
+        )
     number = int(item)
     if not low <= number <= high:
         raise QueryError(f"parameter {name!r} must be between {low} and {high}, got {number}")
@@ -225,6 +297,10 @@ def parse_query(
             if len(part) > _MAX_TEXT or not part.isprintable():
                 raise QueryError(f"parameter 'kinds' holds an invalid kind {part[:40]!r}")
         kinds = tuple(dict.fromkeys(items))
+        if len(kinds) > MAX_KINDS:
+            raise QueryError(
+                f"parameter 'kinds' lists {len(kinds)} kinds or globs; give at most {MAX_KINDS}"
+            )
     limit = _int(params, "limit", 1, MAX_LIMIT)
     key = _text(params, "key")
     value = _one(params, "value")
@@ -233,8 +309,15 @@ def parse_query(
             raise QueryError("parameter 'value' needs 'key' (the payload key to compare)")
         if len(value) > _MAX_TEXT or not value.isprintable():
             raise QueryError("parameter 'value' is too long or holds control characters")
+    ranges: dict[str, int | None] = {name: _int(params, name, 0, _MAX_SEQ) for name in _RANGES}
+    for low, high in (("from_seq", "to_seq"), ("from_tick", "to_tick"), ("from_day", "to_day")):
+        first, last = ranges[low], ranges[high]
+        if first is not None and last is not None and first > last:
+            raise QueryError(f"parameter {low!r} ({first}) is above {high!r} ({last})")
     return EventQuery(
         since=_int(params, "since", 0, _MAX_SEQ),
+        before=_int(params, "before", 1, _MAX_SEQ),
+        **ranges,
         kinds=kinds,
         limit=(default_limit or DEFAULT_LIMIT) if limit is None else limit,
         polity=_text(params, "polity"),
@@ -291,27 +374,42 @@ def gap_json(gap: tuple[int, int] | None) -> dict[str, int] | None:
     return {"first": gap[0], "last": gap[1], "missing": gap[1] - gap[0] + 1}
 
 
-def select_events(bus: BusReader, query: EventQuery) -> Selection:
+def _cap(query: EventQuery, top: int | None) -> int | None:
+    bounds = [b for b in (query.ceiling, top) if b is not None]
+    return min(bounds) if bounds else None
+
+
+def select_events(bus: BusReader, query: EventQuery, *, top: int | None = None) -> Selection:
     """Read the events ``query`` asks for from ``bus``, without locking it.
 
     With ``since`` the oldest ``limit`` matching events after it come back
     (follow mode); without it, the newest ``limit`` matching events (a first
-    look). Events are whole: the core hands out complete immutable events.
+    look, or a page back with ``before``). Events are whole: the core hands
+    out complete immutable events. ``top`` caps the read at a seq the caller
+    fixed beforehand, so readers that share it read the same events.
     """
     kinds = list(query.kinds) if query.kinds is not None else None
+    if query.since is None:
+        return newest_events(bus, query, floor=query.floor, top=top)
     # The publisher counts a seq a moment before the event lands in the ring,
     # so only seqs below the one read here are sure to be in the copy taken
     # next (one sim thread publishes). The cursor never passes that bound
     # unless an event the read returned proves the ring got further.
-    safe = max(0, bus.latest_seq() - 1)
+    latest = bus.latest_seq()
+    cap = _cap(query, top)
+    safe = max(0, latest - 1)
+    if cap is not None:
+        safe = min(safe, cap)
     since = query.since
-    if since is None:
-        return newest_events(bus, query, floor=0)
-
+    start = max(since, query.floor)
     core_limit = None if query.filtered else query.limit + 1
-    found = bus.get_since(since, kinds=kinds, limit=core_limit)
+    found = bus.get_since(start, kinds=kinds, limit=core_limit)
     oldest_after = bus.oldest_seq()
     latest_after = bus.latest_seq()
+    if cap is not None and found and found[-1].seq > cap:
+        # everything up to the cap has been looked at
+        found = [event for event in found if event.seq <= cap]
+        safe = max(safe, cap)
     events: list[Any] = []
     more = False
     cursor = max(since, safe)
@@ -326,31 +424,37 @@ def select_events(bus: BusReader, query: EventQuery) -> Selection:
     else:
         if found:
             cursor = max(cursor, found[-1].seq)
-    # Seqs after ``since`` that the read could not see: everything before the
+    # Seqs after ``start`` that the read could not see: everything before the
     # oldest retained event (bounded by the first event read, which was there).
     first_seen = found[0].seq if found else latest_after + 1
     if not found and oldest_after:
         first_seen = min(first_seen, oldest_after)
     gap_last = min(first_seen, oldest_after if oldest_after else first_seen) - 1
     gap_last = min(gap_last, cursor)
-    gap = (since + 1, gap_last) if gap_last > since else None
+    gap = (start + 1, gap_last) if gap_last > start else None
     return Selection(events, cursor, max(latest_after, cursor), oldest_after, gap, more)
 
 
-def newest_events(bus: BusReader, query: EventQuery, *, floor: int) -> Selection:
+def newest_events(
+    bus: BusReader, query: EventQuery, *, floor: int, top: int | None = None
+) -> Selection:
     """The newest ``query.limit`` matching events with ``seq > floor``.
 
-    Reads a window back from the newest seq, widening it (x4) only while too
-    few events match, so a first look at a large ring costs about ``limit``
-    events, not the whole ring.
+    Reads a window back from the newest seq (or from ``before``/``to_seq``),
+    widening it (x4) only while too few events match, so a first look at a
+    large ring costs about ``limit`` events, not the whole ring.
     """
     kinds = list(query.kinds) if query.kinds is not None else None
     latest = bus.latest_seq()
-    safe = max(0, latest - 1)
+    cap = _cap(query, top)
+    upper = latest if cap is None else min(latest, cap)
+    safe = min(max(0, latest - 1), upper)
     window = 2 * query.limit + 2
     while True:
-        start = max(floor, latest - window)
-        found = bus.get_since(start, kinds=kinds)
+        start = max(floor, upper - window)
+        # at most ``upper - start`` events lie in (start, upper]: all of them come back
+        found = bus.get_since(start, kinds=kinds, limit=upper - start) if upper > start else []
+        found = [event for event in found if event.seq <= upper]
         if query.filtered:
             found = [event for event in found if query.matches(event)]
         if len(found) >= query.limit or start <= floor or start <= bus.oldest_seq():
@@ -359,6 +463,56 @@ def newest_events(bus: BusReader, query: EventQuery, *, floor: int) -> Selection
     cursor = max(safe, floor, found[-1].seq if found else 0)
     events = found[-query.limit :]
     return Selection(events, cursor, max(bus.latest_seq(), cursor), bus.oldest_seq(), None, False)
+
+
+def export_events(bus: BusReader, query: EventQuery) -> list[Any]:
+    """Every retained event matching ``query`` (oldest first; ``limit`` ignored)."""
+    kinds = list(query.kinds) if query.kinds is not None else None
+    found = bus.get_since(max(query.since or 0, query.floor), kinds=kinds)
+    cap = query.ceiling
+    return [
+        event
+        for event in found
+        if (cap is None or event.seq <= cap) and (not query.filtered or query.matches(event))
+    ]
+
+
+def journal_events(
+    path: str | os.PathLike[str], query: EventQuery, *, below: int, count: int
+) -> list[Any]:
+    """The newest ``count`` events of a journal matching ``query`` with ``seq < below``.
+
+    The journal is read from its start and the read stops at ``below`` (its
+    events are in seq order); a line torn by a writer still busy is ignored.
+    Events come back as :class:`~ringbus.WorldEvent`, oldest first.
+
+    Raises
+    ------
+    QueryError
+        The journal cannot be read.
+    """
+    from ringbus import WorldEvent
+    from ringbus._selectors import KindSelector
+    from ringbus.journal import JournalError, read_journal
+
+    if count <= 0:
+        return []
+    selector = None if query.kinds is None else KindSelector(query.kinds)
+    floor = query.floor
+    kept: deque[Any] = deque(maxlen=count)
+    try:
+        for _, record in read_journal(path):
+            seq = record.get("seq", 0)
+            if seq >= below:
+                break
+            if seq <= floor or (selector is not None and record.get("kind") not in selector):
+                continue
+            event = WorldEvent.from_dict(record)
+            if not query.filtered or query.matches(event):
+                kept.append(event)
+    except (JournalError, OSError, ValueError, TypeError) as error:
+        raise QueryError(f"the journal cannot be read: {error}") from error
+    return list(kept)
 
 
 def kind_counts(bus: BusReader) -> dict[str, int]:
