@@ -757,10 +757,7 @@ class BackgroundTransport(abc.ABC):
                 left = deadline - time.monotonic()
                 if left <= 0 or self._thread is None or not self._thread.is_alive():
                     break
-                self._cond.wait(min(left, 0.05))
-                if self._inflight and self._backoff.failures:
-                    self._hurry = True
-                    self._cond.notify_all()
+                self._cond.wait(left)
             return not (self._queue or self._inflight)
 
     def close(self, timeout: float = 5.0) -> bool:

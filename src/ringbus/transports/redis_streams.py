@@ -49,6 +49,7 @@ __all__ = [
     "as_text",
     "ORIGIN_SEQ_TAG",
     "PRODUCER_TAG",
+    "PartitionLost",
     "RedisStreamSink",
     "RedisStreamSource",
     "connect",
@@ -403,6 +404,10 @@ class RedisStreamSink(BackgroundTransport):
                 self._lost_reasons.append(reason)
         self._logger.warning("%s: %s", self.name, reason)
 
+    def last_seqs(self) -> dict[str, int]:
+        """The last seq written to each stream (what a consumer has applied once it is done)."""
+        return dict(sorted(self._prev.items()))
+
     def status(self) -> dict[str, Any]:
         status = super().status()
         status.update(
@@ -420,9 +425,12 @@ class _Partition:
     """What a source keeps for one stream it reads."""
 
     __slots__ = (
+        "claim_idle_ms",
         "committed",
         "cursor",
         "hwm",
+        "lease_key",
+        "owned",
         "phase",
         "recovered",
         "state_key",
@@ -430,9 +438,12 @@ class _Partition:
         "to_ack",
     )
 
-    def __init__(self, stream: str, state_key: str) -> None:
+    def __init__(self, stream: str, state_key: str, lease_key: str, claim_idle_ms: int) -> None:
         self.stream = stream
         self.state_key = state_key
+        self.lease_key = lease_key
+        self.claim_idle_ms = claim_idle_ms
+        self.owned = True
         self.hwm: dict[str, int] = {}
         self.committed: dict[str, int] = {}
         self.to_ack: list[Any] = []
@@ -442,6 +453,27 @@ class _Partition:
 
 
 StopSignal = threading.Event | Callable[[], bool] | None
+
+#: Extend a lease only if this consumer still holds it.
+_RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+)
+#: Give a lease up only if this consumer holds it.
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
+    "else return 0 end"
+)
+
+
+class PartitionLost(RuntimeError):
+    """A consumer's lease on a partition ran out while it held uncommitted events.
+
+    Another consumer owns the partition now and re-reads those entries; the
+    events this consumer applied locally since its last commit must be
+    forgotten: restart it from its committed state (what its commit hooks
+    stored).
+    """
 
 
 class RedisStreamSource:
@@ -521,10 +553,12 @@ class RedisStreamSource:
         partitions: int = 1,
         count: int = 1_000,
         claim_idle_ms: int = 30_000,
+        lease_ms: int = 10_000,
         state_key: str | None = None,
         dead_letter_stream: str | None = None,
     ) -> None:
         check_option_count("count", count)
+        check_option_count("lease_ms", lease_ms)
         streams = partition_streams(stream, partitions)
         if getattr(bus, "clock_policy", "free") != "free":
             raise ValueError(
@@ -543,10 +577,25 @@ class RedisStreamSource:
         self.claim_idle_ms = claim_idle_ms
         self.state_key = state_key or f"{stream}:{group}:hwm"
         self.dead_letter_stream = dead_letter_stream or f"{stream}:rejected"
+        self.lease_ms = lease_ms
+        self.shared = partitions > 1
+        self.members_key = f"{stream}:{group}:members"
         self._parts = {
-            name: _Partition(name, self.state_key if len(streams) == 1 else f"{name}:{group}:hwm")
+            name: _Partition(
+                name,
+                self.state_key if len(streams) == 1 else f"{name}:{group}:hwm",
+                f"{name}:{group}:owner",
+                claim_idle_ms,
+            )
             for name in streams
         }
+        if self.shared:
+            for part in self._parts.values():
+                part.owned = False
+        self._next_balance = 0.0
+        self.acquired = 0
+        self.released = 0
+        self.leases_lost = 0
         self._hooks: list[CommitHook] = []
         self._to_reject: list[dict[str, str]] = []
         self._last_local_seq = 0
@@ -580,10 +629,94 @@ class RedisStreamSource:
         """Create the group where missing and load the high-water marks (done by :meth:`poll`)."""
         for part in self._parts.values():
             self._create_group(part.stream)
-            stored = self.client.hgetall(part.state_key)
-            part.hwm = {as_text(key): int(value) for key, value in stored.items()}
-            part.committed = dict(part.hwm)
+            self._load_marks(part)
         self._started = True
+
+    def _load_marks(self, part: _Partition) -> None:
+        stored = self.client.hgetall(part.state_key)
+        part.hwm = {as_text(key): int(value) for key, value in stored.items()}
+        part.committed = dict(part.hwm)
+
+    # -- sharing partitions ----------------------------------------------
+    def owned_streams(self) -> list[str]:
+        """The streams this consumer reads now (all of them unless partitions are shared)."""
+        return [name for name, part in self._parts.items() if part.owned]
+
+    def _balance(self) -> None:
+        """Heartbeat, renew this consumer's leases, and take or give partitions for a fair share.
+
+        Consumers of a group divide the partitions: each one holds a lease
+        (``<partition>:<group>:owner``, ``lease_ms`` long, renewed here) on
+        the ones it reads. A consumer that stops renewing loses them after
+        ``lease_ms``; the others then take them over, claim their pending
+        entries and continue from their committed high-water marks.
+        """
+        now = time.monotonic()
+        if now < self._next_balance:
+            return
+        joining = self._next_balance == 0.0
+        self._next_balance = now + self.lease_ms / 8000.0
+        client, me, lease = self.client, self.consumer, self.lease_ms
+        seconds, micros = client.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        pipe = client.pipeline(transaction=False)
+        pipe.zadd(self.members_key, {me: now_ms})
+        pipe.zremrangebyscore(self.members_key, "-inf", now_ms - lease)
+        pipe.zcard(self.members_key)
+        live = max(1, int(pipe.execute()[2]))
+        parts = list(self._parts.values())
+        fair = -(-len(parts) // live)
+        for part in parts:
+            if part.owned and not client.eval(_RENEW, 1, part.lease_key, me, lease):
+                self._lose_lease(part)
+        owned = [part for part in parts if part.owned]
+        for part in reversed(owned):
+            if len(owned) <= fair:
+                break
+            if part.to_ack:
+                continue
+            client.eval(_RELEASE, 1, part.lease_key, me)
+            part.owned = False
+            owned.remove(part)
+            self.released += 1
+        if joining:  # let consumers started at the same time register before sharing out
+            return
+        start = int.from_bytes(hashlib.blake2b(me.encode(), digest_size=4).digest(), "big")
+        for index in range(len(parts)):
+            if len(owned) >= fair:
+                break
+            part = parts[(start + index) % len(parts)]
+            if part.owned:
+                continue
+            if client.set(part.lease_key, me, nx=True, px=lease) or (
+                as_text(client.get(part.lease_key) or b"") == me
+                and client.eval(_RENEW, 1, part.lease_key, me, lease)
+            ):
+                self._load_marks(part)
+                part.owned = True
+                part.phase, part.cursor = "own", "0-0"
+                part.claim_idle_ms = 0  # the lease ran out: its entries are no one's now
+                owned.append(part)
+                self.acquired += 1
+                logger.info("%s: reads %s now", self.name, part.stream)
+
+    def _lose_lease(self, part: _Partition) -> None:
+        part.owned = False
+        self.leases_lost += 1
+        held = len(part.to_ack)
+        part.to_ack = []
+        logger.warning(
+            "%s: lost the lease on %s (no renewal within %d ms)",
+            self.name,
+            part.stream,
+            self.lease_ms,
+        )
+        if held:
+            raise PartitionLost(
+                f"{self.name}: the lease on {part.stream!r} ran out with {held} entries applied "
+                "but not committed; another consumer re-reads them: restart this consumer from "
+                "its committed state"
+            )
 
     def _create_group(self, stream: str) -> bool:
         redis_module = _import_redis()
@@ -634,11 +767,18 @@ class RedisStreamSource:
         socket_timeout = kwargs.get("socket_timeout")
         if socket_timeout:
             wait = min(wait, max(0.01, float(socket_timeout) * 0.8))
+        if self.shared:  # wake up in time to renew the leases
+            wait = min(wait, self.lease_ms / 8000.0)
         return max(1, int(wait * 1000))
 
     def _read(self, timeout: float | None) -> list[tuple[_Partition, Any, Any]]:
         count = self.count
-        for part in self._parts.values():
+        owned = [part for part in self._parts.values() if part.owned]
+        if not owned:  # every partition is someone else's: wait for the next balance
+            if timeout:
+                time.sleep(min(timeout, self.lease_ms / 8000.0))
+            return []
+        for part in owned:
             if part.phase == "own":
                 reply = self.client.xreadgroup(
                     self.group, self.consumer, {part.stream: "0"}, count=count
@@ -653,7 +793,7 @@ class RedisStreamSource:
                     part.stream,
                     self.group,
                     self.consumer,
-                    self.claim_idle_ms,
+                    part.claim_idle_ms,
                     start_id=part.cursor,
                     count=count,
                 )
@@ -668,10 +808,11 @@ class RedisStreamSource:
                 part.cursor = cursor
                 if cursor == "0-0":
                     part.phase = "new"
+                    part.claim_idle_ms = self.claim_idle_ms
                 if claimed:
                     self.redelivered += len(claimed)
                     return [(part, entry_id, fields) for entry_id, fields in claimed]
-        streams = dict.fromkeys(self._parts, ">")
+        streams = {part.stream: ">" for part in owned}
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             block = None if deadline is None else self._block_ms(deadline - time.monotonic())
@@ -707,6 +848,8 @@ class RedisStreamSource:
         try:
             if not self._started:
                 self.start()
+            if self.shared:
+                self._balance()
             entries = self._read(timeout)
         except redis_module.ResponseError as error:
             if "NOGROUP" in str(error):
@@ -935,6 +1078,13 @@ class RedisStreamSource:
             return not parts
         redis_module = _import_redis()
         pipe = self.client.pipeline(transaction=True)
+        if self.shared:
+            try:
+                self._fence(pipe, parts)
+            except redis_module.RedisError as error:
+                pipe.reset()
+                self._failure(error)
+                return False
         changes = []
         for part in parts:
             changed = {
@@ -953,6 +1103,12 @@ class RedisStreamSource:
             for hook in self._hooks:
                 hook(pipe)
             pipe.execute()
+        except redis_module.WatchError:
+            pipe.reset()
+            for part in parts:
+                if as_text(self.client.get(part.lease_key) or b"") != self.consumer:
+                    self._lose_lease(part)
+            return False
         except redis_module.RedisError as error:
             self._failure(error)
             return False
@@ -967,6 +1123,16 @@ class RedisStreamSource:
         self._recovering = False
         self._failing = False
         return True
+
+    def _fence(self, pipe: Any, parts: list[_Partition]) -> None:
+        """Make the commit apply only while this consumer still holds the partitions' leases."""
+        keys = [part.lease_key for part in parts]
+        pipe.watch(*keys)
+        for part in parts:
+            if as_text(pipe.get(part.lease_key) or b"") != self.consumer:
+                pipe.reset()
+                self._lose_lease(part)
+        pipe.multi()
 
     def state(self) -> str:
         """``"ok"``, ``"backoff"`` (Redis calls fail; retried) or ``"recovering"``."""
@@ -994,6 +1160,10 @@ class RedisStreamSource:
             "failed": self.failed,
             "uncommitted": self.uncommitted,
             "streams": len(self._parts),
+            "owned": len(self.owned_streams()),
+            "acquired": self.acquired,
+            "released": self.released,
+            "leases_lost": self.leases_lost,
             "last_error": self.last_error,
             "last_loss": self.last_loss,
         }
