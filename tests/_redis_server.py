@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -33,6 +34,7 @@ class RedisServer:
 
     port: int
     workdir: Path
+    appendonly: bool = False
 
     @property
     def url(self) -> str:
@@ -70,7 +72,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "always",
                 "--daemonize",
                 "yes",
                 "--pidfile",
@@ -107,6 +111,32 @@ class RedisServer:
     def flush(self) -> None:
         self._cli("flushall")
 
+    @property
+    def pid(self) -> int:
+        return int(self.pidfile.read_text().strip())
+
+    def kill(self) -> None:
+        """SIGKILL the server (no shutdown, no save) and wait until its port is free."""
+        pid = self.pid
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"redis-server {pid} survived SIGKILL for 10 s")
+            time.sleep(0.02)
+        self.pidfile.unlink(missing_ok=True)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its connections open and answers nothing."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
@@ -116,6 +146,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     try:
         yield server
     finally:
+        if server.ping():
+            server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (no persistence), for tests that kill or freeze it."""
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        try:
+            server.thaw()
+        except (OSError, ValueError):
+            pass
         if server.ping():
             server.stop()
 

@@ -174,7 +174,8 @@ class RedisStreamSink(BackgroundTransport):
     of its ``key`` field (default ``polity_id``): events with one key keep
     their order in one stream while consumers share the streams.
 
-    **Lost data.** After a failed send the sink checks, before sending
+    **Lost data.** After a failed send or a new connection (its client id
+    changed: the server may have restarted), the sink checks, before sending
     again, that each stream it wrote still ends at or after the last entry
     it wrote; a stream that is gone or shorter (Redis restarted without its
     data) is logged and reported as a ``DATA_LOSS`` event with the seq
@@ -256,6 +257,7 @@ class RedisStreamSink(BackgroundTransport):
         self._last_ids: dict[str, tuple[int, int]] = {}
         self._written: dict[str, deque[tuple[tuple[int, int], int, int, int]]] = {}
         self._suspect = False
+        self._connection: object = None
 
     # -- sending (the sender thread) -------------------------------------
     def _entries(self, records: list[tuple[int, Record]]) -> list[tuple[str, dict[str, Any], int]]:
@@ -311,6 +313,10 @@ class RedisStreamSink(BackgroundTransport):
         if not entries:
             return 0
         try:
+            connection = self.client.client_id()
+            if connection != self._connection and self._connection is not None:
+                self._suspect = True  # connected again: the server may have restarted
+            self._connection = connection
             if self._suspect:
                 self._check_streams()
             replies = self._append(entries, known=True)
@@ -392,7 +398,7 @@ class RedisStreamSink(BackgroundTransport):
                 "recent writes)"
             )
             self._last_ids[stream] = server_last
-        self._prev.pop(stream, None)
+        # prev_seq keeps naming the last seq written, so readers can tell what they missed
         self._written[stream] = deque(maxlen=10_000)
         with self._cond:
             self.redis_data_losses += 1
@@ -1157,6 +1163,7 @@ class RedisStreamSource:
             "loss_reports": self.loss_reports,
             "recoveries": self.recoveries,
             "commits": self.commits,
+            "reads": self.reads,
             "failed": self.failed,
             "uncommitted": self.uncommitted,
             "streams": len(self._parts),
