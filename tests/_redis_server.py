@@ -6,6 +6,7 @@ redis_server``). A missing server fails the run: it never skips.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -158,10 +159,8 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     try:
         yield server
     finally:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             server.thaw()
-        except (OSError, ValueError):
-            pass
         if server.ping():
             server.stop()
 
