@@ -16,6 +16,7 @@ from .._normalise import check_option_count, event_dict_problems
 
 __all__ = [
     "OVERFLOW_POLICIES",
+    "encode_json",
     "BackgroundTransport",
     "Record",
     "SendFailed",
@@ -244,6 +245,28 @@ class Transport(abc.ABC):
 
 def dumps_record(record: Record) -> str:
     return json.dumps(record, separators=(",", ":"), allow_nan=False)
+
+
+def _compact_encoder() -> Callable[[object], str]:
+    """Compact JSON, NaN refused, with the C encoder built once (not once per call)."""
+    make: Any = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C encoder
+        return json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+    def refuse(value: object) -> object:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    encode = make(None, refuse, json.encoder.encode_basestring_ascii, None, ":", ",",
+                  False, False, False)  # fmt: skip
+
+    def encode_text(value: object) -> str:
+        return "".join(encode(value, 0))
+
+    return encode_text
+
+
+#: ``dumps_record`` for whole batches: one call encodes a list of records.
+encode_json: Callable[[object], str] = _compact_encoder()
 
 
 class _Backoff:

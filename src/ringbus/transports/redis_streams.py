@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from .._normalise import FIELDS as EVENT_FIELDS
 from .._normalise import check_option_count
-from ..journal._format import _make_encoder
 from ._base import (
     BackgroundTransport,
     Record,
     SendFailed,
     SeqRanges,
     Transform,
+    encode_json,
     validate_event_dict,
 )
 
@@ -66,8 +66,7 @@ ORIGIN_SEQ_TAG = "origin_seq:"
 
 CommitHook = Callable[[Any], object]
 
-#: Compact JSON, NaN refused: the journal's compiled encoder, built once.
-_encode = _make_encoder(False)
+_encode = encode_json
 
 
 def _import_redis() -> Any:
