@@ -67,7 +67,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     aggregate = sub.add_parser("aggregate", help="run one aggregator of the group")
     aggregate.add_argument("names", nargs="+", help="the workers to wait for")
     aggregate.add_argument("--consumer", default="aggregator-1", help="this consumer's name")
-    aggregate.add_argument("--count", type=int, default=1_000, help="entries read per poll")
+    aggregate.add_argument("--count", type=int, default=20, help="entries read per poll")
 
 
 def _problem(args: argparse.Namespace) -> str | None:

@@ -141,7 +141,7 @@ def run_aggregator(
     stream: str = DEFAULT_STREAM,
     partitions: int = 4,
     consumer: str = "aggregator",
-    count: int = 1_000,
+    count: int = 20,
     lease_ms: int = 2_000,
     timeout: float = 120.0,
 ) -> dict[str, Any]:

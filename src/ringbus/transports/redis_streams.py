@@ -67,6 +67,7 @@ ORIGIN_SEQ_TAG = "origin_seq:"
 CommitHook = Callable[[Any], object]
 
 _encode = encode_json
+_EVENT_KEYS = frozenset(EVENT_FIELDS)
 
 
 def _import_redis() -> Any:
@@ -536,7 +537,8 @@ class RedisStreamSource:
         Read the ``partitions`` streams a partitioned sink writes
         (:func:`partition_streams`) instead of ``stream`` itself.
     count
-        Largest number of entries read per :meth:`poll`.
+        Largest number of entries read per :meth:`poll` and stream (a batch
+        entry holds up to the sink's ``batch_size`` events).
     claim_idle_ms
         How long another consumer's entry must have been idle to be claimed.
     state_key
@@ -556,7 +558,7 @@ class RedisStreamSource:
         group: str = "ringbus",
         consumer: str = "consumer-1",
         partitions: int = 1,
-        count: int = 1_000,
+        count: int = 20,
         claim_idle_ms: int = 30_000,
         lease_ms: int = 10_000,
         state_key: str | None = None,
@@ -1035,32 +1037,46 @@ class RedisStreamSource:
             )
             self._report_lost(part, producer, last + 1, prev, why)
         published = False
+        publish = self.bus.publish
+        hwm = part.hwm
         for record in records:
-            problems = validate_event_dict(record)
-            if not problems and not isinstance(record["seq"], int):
-                problems = ["seq must be an int"]
-            if problems:
+            # The shape here; the field values are checked by the bus's publish, which
+            # holds every event to the schema (a refused record is rejected, not fatal).
+            if (
+                type(record) is not dict
+                or record.keys() != _EVENT_KEYS
+                or type(record["seq"]) is not int
+                or record["seq"] < 0
+                or type(record["tags"]) is not list
+            ):
+                problems = validate_event_dict(record) or ["seq must be an int >= 0"]
                 self._reject(entry_id, fields, "; ".join(problems))
                 continue
             seq = record["seq"]
-            last = part.hwm.get(producer, 0)
+            last = hwm.get(producer, 0)
             if seq <= last:
                 self.duplicates += 1
                 continue
+            try:
+                local_seq = publish(
+                    record["kind"],
+                    record["tick"],
+                    record["day"],
+                    polity_id=record["polity_id"],
+                    ward_id=record["ward_id"],
+                    actor_id=record["actor_id"],
+                    subject_id=record["subject_id"],
+                    payload=record["payload"],
+                    tags=(*record["tags"], f"{PRODUCER_TAG}{producer}", f"{ORIGIN_SEQ_TAG}{seq}"),
+                )
+            except (TypeError, ValueError) as error:
+                problems = validate_event_dict(record) or [f"{type(error).__name__}: {error}"]
+                self._reject(entry_id, fields, "; ".join(problems))
+                continue
             if seq != last + 1 and prev is None:
                 self.gaps += 1  # no chain to tell: the sink selected kinds, or events are missing
-            self._last_local_seq = self.bus.publish(
-                record["kind"],
-                record["tick"],
-                record["day"],
-                polity_id=record["polity_id"],
-                ward_id=record["ward_id"],
-                actor_id=record["actor_id"],
-                subject_id=record["subject_id"],
-                payload=record["payload"],
-                tags=(*record["tags"], f"{PRODUCER_TAG}{producer}", f"{ORIGIN_SEQ_TAG}{seq}"),
-            )
-            part.hwm[producer] = seq
+            self._last_local_seq = local_seq
+            hwm[producer] = seq
             self.published += 1
             published = True
         return published
@@ -1130,14 +1146,30 @@ class RedisStreamSource:
         return True
 
     def _fence(self, pipe: Any, parts: list[_Partition]) -> None:
-        """Make the commit apply only while this consumer still holds the partitions' leases."""
-        keys = [part.lease_key for part in parts]
-        pipe.watch(*keys)
+        """Make the commit apply only if no other consumer has owned the partitions since.
+
+        Watches each partition's lease and high-water marks. The commit goes
+        ahead while the lease is this consumer's, or has run out unclaimed
+        (the marks stored are still the ones this consumer committed): then
+        it is taken again in the same transaction. Otherwise the partition is
+        lost (:class:`PartitionLost`).
+        """
+        pipe.watch(*[key for part in parts for key in (part.lease_key, part.state_key)])
+        renew = []
         for part in parts:
-            if as_text(pipe.get(part.lease_key) or b"") != self.consumer:
-                pipe.reset()
-                self._lose_lease(part)
+            owner = pipe.get(part.lease_key)
+            if owner is not None and as_text(owner) == self.consumer:
+                renew.append(part)
+                continue
+            stored = {as_text(k): int(v) for k, v in pipe.hgetall(part.state_key).items()}
+            if owner is None and stored == part.committed:
+                renew.append(part)  # ran out, and no one read the partition since
+                continue
+            pipe.reset()
+            self._lose_lease(part)
         pipe.multi()
+        for part in renew:
+            pipe.set(part.lease_key, self.consumer, px=self.lease_ms)
 
     def state(self) -> str:
         """``"ok"``, ``"backoff"`` (Redis calls fail; retried) or ``"recovering"``."""
