@@ -255,7 +255,7 @@ def produce(
         bus.set_clock(index, index // 50)
         bus.publish(
             kinds.DELIVERY_COMPLETED,
-            polity_id=f"{name}-p{index % 5}" if partitions > 1 else name,
+            polity_id=f"p{index % 8}" if partitions > 1 else name,  # p0-p7 spread out
             subject_id=f"c{index}",
             payload={"n": index},
             tags=("world",),
@@ -627,3 +627,40 @@ def test_demo_cli_user_errors_are_one_line(args: list[str], message: str) -> Non
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("redis-demo: ") and message in lines[0]
+
+
+# -- a group sharing partitions ------------------------------------------------
+def test_consumers_share_partitions_and_a_stale_one_cannot_commit(
+    backend: Any, redis_url: str
+) -> None:
+    from ringbus.transports.redis_streams import PartitionLost
+
+    produce(backend, redis_url, "w1", 60, per_drain=6, per_event=False, partitions=2)
+
+    def member(name: str) -> tuple[Any, RedisStreamSource, list[Any]]:
+        bus = backend.bus(clock_policy="free", name=name)
+        seen: list[Any] = []
+        bus.subscribe(lambda event: seen.append(origin_of(event)))
+        source = RedisStreamSource(
+            bus, url=redis_url, stream=STREAM, partitions=2, consumer=name, count=2, lease_ms=400
+        )
+        return bus, source, seen
+
+    bus_a, a, _seen_a = member("a")
+    while not a.uncommitted:  # joins, takes every partition (it is alone), reads
+        a.poll(timeout=0.05)
+    assert len(a.owned_streams()) == 2  # read, applied, not yet committed: then it stalls
+    time.sleep(0.5)  # its leases run out
+    bus_b, b, seen_b = member("b")
+    while b.poll(timeout=0.05) or b.uncommitted or len(b.owned_streams()) < 2:
+        bus_b.drain()
+    bus_b.drain()
+    # b took both partitions over, re-read what a had not committed, and applied everything
+    assert sorted(seq for _p, seq in seen_b) == list(range(1, 61))
+    assert b.status()["acquired"] == 2
+    # a wakes up: its commit must not count what b applied a second time
+    with pytest.raises(PartitionLost, match="restart this consumer"):
+        bus_a.drain()
+    assert a.status()["leases_lost"] >= 1 and len(a.owned_streams()) < 2
+    marks = [connect(redis_url).hget(f"{s}:ringbus:hwm", "w1") for s in b.owned_streams()]
+    assert len(marks) == 2 and all(int(mark or 0) > 0 for mark in marks)

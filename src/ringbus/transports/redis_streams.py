@@ -708,19 +708,26 @@ class RedisStreamSource:
                 logger.info("%s: reads %s now", self.name, part.stream)
 
     def _lose_lease(self, part: _Partition) -> None:
-        part.owned = False
-        self.leases_lost += 1
-        held = len(part.to_ack)
-        part.to_ack = []
-        logger.warning(
-            "%s: lost the lease on %s (no renewal within %d ms)",
-            self.name,
-            part.stream,
-            self.lease_ms,
-        )
+        self._lose_leases([part])
+
+    def _lose_leases(self, parts: list[_Partition]) -> None:
+        """Forget these partitions; raise :class:`PartitionLost` if work in them is uncommitted."""
+        held = 0
+        for part in parts:
+            part.owned = False
+            self.leases_lost += 1
+            held += len(part.to_ack)
+            part.to_ack = []
+            logger.warning(
+                "%s: lost the lease on %s (no renewal within %d ms)",
+                self.name,
+                part.stream,
+                self.lease_ms,
+            )
         if held:
+            names = ", ".join(repr(part.stream) for part in parts)
             raise PartitionLost(
-                f"{self.name}: the lease on {part.stream!r} ran out with {held} entries applied "
+                f"{self.name}: the lease on {names} ran out with {held} entries applied "
                 "but not committed; another consumer re-reads them: restart this consumer from "
                 "its committed state"
             )
@@ -1126,9 +1133,9 @@ class RedisStreamSource:
             pipe.execute()
         except redis_module.WatchError:
             pipe.reset()
-            for part in parts:
-                if as_text(self.client.get(part.lease_key) or b"") != self.consumer:
-                    self._lose_lease(part)
+            self._lose_leases(
+                [p for p in parts if as_text(self.client.get(p.lease_key) or b"") != self.consumer]
+            )
             return False
         except redis_module.RedisError as error:
             self._failure(error)
@@ -1155,7 +1162,8 @@ class RedisStreamSource:
         lost (:class:`PartitionLost`).
         """
         pipe.watch(*[key for part in parts for key in (part.lease_key, part.state_key)])
-        renew = []
+        renew: list[_Partition] = []
+        lost: list[_Partition] = []
         for part in parts:
             owner = pipe.get(part.lease_key)
             if owner is not None and as_text(owner) == self.consumer:
@@ -1165,8 +1173,10 @@ class RedisStreamSource:
             if owner is None and stored == part.committed:
                 renew.append(part)  # ran out, and no one read the partition since
                 continue
+            lost.append(part)
+        if lost:
             pipe.reset()
-            self._lose_lease(part)
+            self._lose_leases(lost)
         pipe.multi()
         for part in renew:
             pipe.set(part.lease_key, self.consumer, px=self.lease_ms)
