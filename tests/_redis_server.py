@@ -7,6 +7,7 @@ redis_server``). A missing server fails the run: it never skips.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -149,6 +150,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     finally:
         if server.ping():
             server.stop()
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage() -> Iterator[None]:
+    """Collect each test's cycles (buses and their sources) at its end, so an unclosed
+    connection shows up in the test that left it, not in a later one."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 import redis
 
 import ringbus
-from _redis_server import RedisServer, free_port, own_redis
+from _redis_server import RedisServer, collect_garbage, free_port, own_redis
 from ringbus import kinds
 from ringbus.sim.health import DATA_LOSS
 from ringbus.transports.redis_streams import (
@@ -32,7 +32,7 @@ from ringbus.transports.redis_streams import (
     partition_streams,
 )
 
-__all__ = ["own_redis"]  # a fixture used by the tests below
+__all__ = ["collect_garbage", "own_redis"]  # a fixture used by the tests below
 
 pytestmark = pytest.mark.c_extension
 

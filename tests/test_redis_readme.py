@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from _redis_server import free_port, redis_server, redis_url
+from _redis_server import collect_garbage, free_port, redis_server, redis_url
 from ringbus.transports.redis_streams import connect
 
-__all__ = ["redis_server", "redis_url"]  # fixtures used by the tests below
+__all__ = ["collect_garbage", "redis_server", "redis_url"]  # fixtures used by the tests below
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "## Telemetry transports and Redis Streams"

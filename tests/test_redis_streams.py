@@ -16,12 +16,12 @@ import pytest
 import redis
 
 import ringbus
-from _redis_server import RedisServer, redis_server, redis_url
+from _redis_server import RedisServer, collect_garbage, redis_server, redis_url
 from ringbus import kinds
 from ringbus.transports import Transform
 from ringbus.transports.redis_streams import RedisStreamSink, RedisStreamSource, connect, origin_of
 
-__all__ = ["redis_server", "redis_url"]  # fixtures used by the tests below
+__all__ = ["collect_garbage", "redis_server", "redis_url"]  # fixtures used by the tests below
 
 STREAM = "world:events"
 

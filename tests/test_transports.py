@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from _redis_server import collect_garbage
 from ringbus import kinds
 from ringbus.transports import (
     EVENT_SCHEMA,
@@ -36,6 +37,9 @@ class CountingStream(io.StringIO):
     def write(self, text: str) -> int:
         self.writes += 1
         return super().write(text)
+
+
+__all__ = ["collect_garbage"]  # a fixture used by every test below
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:

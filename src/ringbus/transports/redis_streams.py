@@ -21,11 +21,13 @@ Needs the ``redis`` extra: ``pip install 'ringbus[redis]'``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -410,6 +412,14 @@ class RedisStreamSink(BackgroundTransport):
                 self._lost_reasons.append(reason)
         self._logger.warning("%s: %s", self.name, reason)
 
+    def close(self, timeout: float = 5.0) -> bool:
+        """:meth:`BackgroundTransport.close`, then close the client's connections."""
+        try:
+            return super().close(timeout)
+        finally:
+            if self._thread is None or not self._thread.is_alive():
+                self.client.close()
+
     def last_seqs(self) -> dict[str, int]:
         """The last seq written to each stream (what a consumer has applied once it is done)."""
         return dict(sorted(self._prev.items()))
@@ -425,6 +435,22 @@ class RedisStreamSink(BackgroundTransport):
             redis_data_losses=self.redis_data_losses,
         )
         return status
+
+
+def _commit_listener(source: RedisStreamSource) -> Callable[[], object]:
+    """The drain listener of ``source``: it commits, without keeping the source alive.
+
+    The bus holds its listeners; a listener that held the source would make
+    bus and source a cycle, and a Redis client in a cycle is collected with
+    its socket still open.
+    """
+    ref = weakref.ref(source)
+
+    def commit() -> object:
+        alive = ref()
+        return None if alive is None else alive.commit()
+
+    return commit
 
 
 class _Partition:
@@ -521,6 +547,9 @@ class RedisStreamSource:
     start of what the stream now holds, keeps its high-water marks (so
     nothing applied is applied again), reports the loss and goes on;
     :meth:`status` says ``"recovering"`` until the next commit.
+
+    Keep a reference to the source while it runs: the bus's drain listener
+    does not keep it alive. :meth:`close` stops it and closes its connections.
 
     Parameters
     ----------
@@ -624,7 +653,8 @@ class RedisStreamSource:
         self.last_error: str | None = None
         self.last_loss: str | None = None
         self.last_invalid: deque[str] = deque(maxlen=20)
-        bus.add_drain_listener(self.commit)
+        self._listener = _commit_listener(self)
+        bus.add_drain_listener(self._listener)
 
     @property
     def streams(self) -> list[str]:
@@ -1217,5 +1247,11 @@ class RedisStreamSource:
         }
 
     def close(self) -> None:
-        """Stop committing on the bus's drains (unacknowledged entries stay pending)."""
-        self.bus.remove_drain_listener(self.commit)
+        """Stop committing on the bus's drains and close the client's connections.
+
+        Unacknowledged entries stay pending: this consumer (or, after the
+        leases run out, another one) reads them again.
+        """
+        with contextlib.suppress(ValueError):  # closed before
+            self.bus.remove_drain_listener(self._listener)
+        self.client.close()
