@@ -32,6 +32,9 @@ import ringbus
 from _redis_server import RedisServer, free_port
 from ringbus.transports.redis_streams import connect
 
+#: The figures are the compiled core's: measured once, in the compiled run.
+pytestmark = pytest.mark.c_extension
+
 #: Events each producer sends per run (``RINGBUS_PIPELINE_EVENTS`` for longer runs).
 EVENTS = int(os.environ.get("RINGBUS_PIPELINE_EVENTS", "20000"))
 PARTITIONS = 4
