@@ -21,6 +21,7 @@ must then miss. The tests use it to show the gate can fail.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import importlib.util
 import statistics
@@ -357,6 +358,7 @@ def redis_sink(ctx: Context, case: str) -> Trial:
         server = TemporaryRedis()
     except (SystemExit, OSError) as error:
         raise MissingPart(f"the redis-sink target needs redis-server on PATH ({error})") from None
+    atexit.register(server.stop)  # also when sampling fails before verify() stops it
     with_sink = _runner("ringbus", case, ctx)
     plain = _runner("ringbus", case, ctx)
     bus: Any = with_sink.target
