@@ -224,6 +224,19 @@ TARGETS: tuple[Target, ...] = (
         samples=3,
     ),
     Target(
+        key="redis-sink",
+        title="S2 with a `RedisStreamSink` attached / S2 alone, the loop's thread "
+        "(a real redis-server; every event checked in the stream)",
+        measurement="redis_sink",
+        args=(),
+        cases=("S2",),
+        limit=4.0,
+        at_most=True,
+        unit="",
+        rounds=9,
+        samples=3,
+    ),
+    Target(
         key="memory",
         title="bytes per retained event (full 50,000-slot ring, tracemalloc)",
         measurement="bytes_per_event",

@@ -21,6 +21,7 @@ must then miss. The tests use it to show the gate can fail.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import importlib.util
 import statistics
@@ -353,6 +354,62 @@ def journal(ctx: Context, case: str, figure: str) -> Trial:
     )
 
 
+def redis_sink(ctx: Context, case: str) -> Trial:
+    """S2 ns per event with a Redis sink attached to the bus vs plain S2 (the loop's thread).
+
+    Starts a redis-server of its own on a free port. The figure is the
+    loop's thread: the sink's handler and its hand-off at each drain end;
+    serialising and sending run on the sink's sender thread, which is
+    flushed (untimed) after every sample so its queue never overflows. The
+    check then reads the stream back: every event must be there.
+    """
+    from ringbus.demo.multiprocess import TemporaryRedis
+    from ringbus.transports.redis_streams import RedisStreamSink, connect
+
+    try:
+        server = TemporaryRedis()
+    except (SystemExit, OSError) as error:
+        raise MissingPart(f"the redis-sink target needs redis-server on PATH ({error})") from None
+    atexit.register(server.stop)  # also when sampling fails before verify() stops it
+    with_sink = _runner("ringbus", case, ctx)
+    plain = _runner("ringbus", case, ctx)
+    bus: Any = with_sink.target
+    sink = RedisStreamSink(connect(server.url, timeout=5.0), stream="bench", maxlen=10_000_000)
+    sink.attach(bus)
+    ran = {"sink": [0], "plain": [0]}
+    timed_sink = timed_ticks(with_sink, ran["sink"])
+
+    def sample_sink() -> float:
+        figure = timed_sink()
+        if not sink.flush(timeout=120):
+            raise AssertionError(f"the sink could not send within 120 s: {sink.status()}")
+        return figure
+
+    samplers = {f"{case} + Redis sink": sample_sink, case: timed_ticks(plain, ran["plain"])}
+    warm_up(samplers, ctx.warmup_events)
+
+    def verify() -> None:
+        try:
+            check_deliveries(with_sink, ran["sink"][0])
+            check_deliveries(plain, ran["plain"][0])
+            assert sink.close(timeout=60), f"the sink could not finish: {sink.status()}"
+            status = sink.status()
+            assert status["dropped"] == status["failed"] == status["invalid"] == 0, status
+            client = connect(server.url, timeout=30.0)
+            stored = sum(int(fields[b"count"]) for _id, fields in client.xrange("bench"))
+            assert stored == status["received"] == bus.latest_seq(), (stored, status)
+        finally:
+            server.stop()
+
+    return Trial(
+        samplers,
+        lambda m: m[f"{case} + Redis sink"] / m[case],
+        f"{case} + Redis sink",
+        case,
+        verify=verify,
+    )
+
+
 def memory(core: ModuleType, slots: int = 50_000, extra: int = 200_000) -> tuple[float, float]:
     """Bytes per retained event in a full ring, and growth over ``extra`` more events."""
     cls = bus_class_for(core)
@@ -410,6 +467,7 @@ MEASUREMENTS: dict[str, Callable[..., Trial]] = {
     "bytes_per_event": bytes_per_event,
     "memory_growth": memory_growth,
     "journal": journal,
+    "redis_sink": redis_sink,
 }
 
 

@@ -6,8 +6,11 @@ redis_server``). A missing server fails the run: it never skips.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -33,6 +36,7 @@ class RedisServer:
 
     port: int
     workdir: Path
+    appendonly: bool = False
 
     @property
     def url(self) -> str:
@@ -70,7 +74,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "always",
                 "--daemonize",
                 "yes",
                 "--pidfile",
@@ -107,6 +113,32 @@ class RedisServer:
     def flush(self) -> None:
         self._cli("flushall")
 
+    @property
+    def pid(self) -> int:
+        return int(self.pidfile.read_text().strip())
+
+    def kill(self) -> None:
+        """SIGKILL the server (no shutdown, no save) and wait until its port is free."""
+        pid = self.pid
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"redis-server {pid} survived SIGKILL for 10 s")
+            time.sleep(0.02)
+        self.pidfile.unlink(missing_ok=True)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its connections open and answers nothing."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
@@ -116,6 +148,28 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     try:
         yield server
     finally:
+        if server.ping():
+            server.stop()
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage() -> Iterator[None]:
+    """Collect each test's cycles (buses and their sources) at its end, so an unclosed
+    connection shows up in the test that left it, not in a later one."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (no persistence), for tests that kill or freeze it."""
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            server.thaw()
         if server.ping():
             server.stop()
 

@@ -16,12 +16,12 @@ import pytest
 import redis
 
 import ringbus
-from _redis_server import RedisServer, redis_server, redis_url
+from _redis_server import RedisServer, collect_garbage, redis_server, redis_url
 from ringbus import kinds
 from ringbus.transports import Transform
 from ringbus.transports.redis_streams import RedisStreamSink, RedisStreamSource, connect, origin_of
 
-__all__ = ["redis_server", "redis_url"]  # fixtures used by the tests below
+__all__ = ["collect_garbage", "redis_server", "redis_url"]  # fixtures used by the tests below
 
 STREAM = "world:events"
 
@@ -29,6 +29,23 @@ STREAM = "world:events"
 def entries(url: str, stream: str = STREAM) -> list[dict[str, str]]:
     client = redis.Redis.from_url(url, decode_responses=True)
     return [fields for _id, fields in client.xrange(stream)]
+
+
+def stored(url: str, stream: str = STREAM) -> list[tuple[str, int, dict[str, Any]]]:
+    """``(producer, seq, event dict)`` of every event in the stream, batch or per-event entries."""
+    out = []
+    for fields in entries(url, stream):
+        if "events" in fields:
+            records = json.loads(fields["events"])
+            assert [r["seq"] for r in records][:: len(records) - 1 or 1] == [
+                int(fields["first_seq"]),
+                int(fields["last_seq"]),
+            ][: 1 if len(records) == 1 else 2]
+            assert int(fields["count"]) == len(records)
+        else:
+            records = [json.loads(fields["event"])]
+        out += [(fields["producer"], record["seq"], record) for record in records]
+    return out
 
 
 def subprocess_env(backend: Any) -> dict[str, str]:
@@ -43,9 +60,9 @@ def subprocess_env(backend: Any) -> dict[str, str]:
 
 
 # -- sink -------------------------------------------------------------------
-def test_sink_appends_each_drain_in_one_pipeline(backend: Any, redis_url: str) -> None:
+def test_sink_appends_batches_from_a_sender_thread(backend: Any, redis_url: str) -> None:
     bus = backend.bus(name="worker-1")
-    sink = RedisStreamSink(url=redis_url, stream=STREAM).attach(bus)
+    sink = RedisStreamSink(url=redis_url, stream=STREAM, batch_size=5).attach(bus)
     assert isinstance(sink, RedisStreamSink)
     for day in range(3):
         for tick in range(4):
@@ -53,12 +70,16 @@ def test_sink_appends_each_drain_in_one_pipeline(backend: Any, redis_url: str) -
                 kinds.DELIVERY_COMPLETED, day * 4 + tick, day, polity_id="p1", payload={"n": tick}
             )
         bus.drain()
-    assert sink.pipelines == 3
-    stored = entries(redis_url)
-    assert [int(fields["seq"]) for fields in stored] == list(range(1, 13))
-    assert {fields["producer"] for fields in stored} == {"worker-1"}
-    assert [json.loads(fields["event"]) for fields in stored] == [
-        event.to_dict() for event in bus.get_since(0)
+    assert sink.flush(timeout=10)
+    events = stored(redis_url)
+    assert [seq for _producer, seq, _record in events] == list(range(1, 13))
+    assert {producer for producer, _seq, _record in events} == {"worker-1"}
+    assert [record for _p, _s, record in events] == [event.to_dict() for event in bus.get_since(0)]
+    raw = entries(redis_url)
+    assert max(int(fields["count"]) for fields in raw) <= 5  # batch_size bounds an entry
+    # each entry names the last seq written before it: readers can tell a missing entry
+    assert [int(fields["prev_seq"]) for fields in raw] == [0] + [
+        int(fields["last_seq"]) for fields in raw[:-1]
     ]
     status = sink.status()
     assert (status["sent"], status["failed"], status["dropped"], status["state"]) == (
@@ -67,69 +88,137 @@ def test_sink_appends_each_drain_in_one_pipeline(backend: Any, redis_url: str) -
         0,
         "ok",
     )
-    assert status["last_sent_seq"] == 12
+    assert status["last_sent_seq"] == 12 and status["entries"] == len(raw)
+    assert sink.close(timeout=5)
+    bus.publish(kinds.TICK)
+    bus.drain()
+    assert sink.status()["received"] == 12  # closed: detached from the bus
+
+
+def test_sink_writes_one_entry_per_event_when_asked(backend: Any, redis_url: str) -> None:
+    bus = backend.bus(name="w")
+    sink = RedisStreamSink(url=redis_url, stream=STREAM, per_event=True).attach(bus)
+    for _ in range(3):
+        bus.publish(kinds.TICK)
+    bus.drain()
+    assert sink.close(timeout=10)
+    raw = entries(redis_url)
+    assert [(f["producer"], f["seq"], f["prev_seq"]) for f in raw] == [
+        ("w", "1", "0"),
+        ("w", "2", "1"),
+        ("w", "3", "2"),
+    ]
+    assert json.loads(raw[0]["event"]) == bus.get_since(0)[0].to_dict()
 
 
 def test_sink_bounds_the_stream(backend: Any, redis_url: str) -> None:
     bus = backend.bus()
-    RedisStreamSink(url=redis_url, stream=STREAM, maxlen=10, exact_maxlen=True).attach(bus)
+    sink = RedisStreamSink(
+        url=redis_url, stream=STREAM, maxlen=10, exact_maxlen=True, per_event=True
+    ).attach(bus)
     for _ in range(25):
         bus.publish(kinds.TICK)
     bus.drain()
-    stored = entries(redis_url)
-    assert [int(fields["seq"]) for fields in stored] == list(range(16, 26))
+    assert sink.close(timeout=10)
+    assert [seq for _p, seq, _r in stored(redis_url)] == list(range(16, 26))
 
 
 def test_sink_selects_kinds(backend: Any, redis_url: str) -> None:
     bus = backend.bus()
-    RedisStreamSink(url=redis_url, stream=STREAM, transform=Transform(kinds=["DELIVERY_*"])).attach(
-        bus
-    )
+    sink = RedisStreamSink(
+        url=redis_url, stream=STREAM, transform=Transform(kinds=["DELIVERY_*"])
+    ).attach(bus)
     bus.publish(kinds.TICK)
     bus.publish(kinds.DELIVERY_FAILED)
     bus.drain()
-    assert [fields["seq"] for fields in entries(redis_url)] == ["2"]
+    assert sink.close(timeout=10)
+    assert [seq for _p, seq, _r in stored(redis_url)] == [2]
+
+
+def test_sink_routes_partitions_by_key(backend: Any, redis_url: str) -> None:
+    from ringbus.transports.redis_streams import partition_of, partition_streams
+
+    bus = backend.bus(name="w")
+    sink = RedisStreamSink(url=redis_url, stream=STREAM, partitions=3).attach(bus)
+    for index in range(60):
+        bus.publish(kinds.DEPOT_BUILT, polity_id=f"p{index % 6}")
+    bus.drain()
+    assert sink.close(timeout=10)
+    streams = partition_streams(STREAM, 3)
+    assert streams == [f"{STREAM}:{{p0}}", f"{STREAM}:{{p1}}", f"{STREAM}:{{p2}}"]
+    seen: dict[str, list[int]] = {}
+    for index, stream in enumerate(streams):
+        for _producer, seq, record in stored(redis_url, stream):
+            assert partition_of(record["polity_id"], 3) == index
+            seen.setdefault(record["polity_id"], []).append(seq)
+    # every event once, and each key's events in order in one stream
+    assert sorted(seq for seqs in seen.values() for seq in seqs) == list(range(1, 61))
+    for polity, seqs in seen.items():
+        assert seqs == [seq for seq in range(1, 61) if f"p{(seq - 1) % 6}" == polity]
+    assert len({partition_of(f"p{n}", 3) for n in range(6)}) > 1  # the keys are spread
+    assert partition_of("p1", 3) == partition_of("p1", 3) and partition_of(None, 3) == 0
 
 
 def test_sink_survives_redis_going_away(
     backend: Any, redis_server: RedisServer, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from ringbus.sim.health import DATA_LOSS
+
     bus = backend.bus(name="worker-9")
+    losses: list[Any] = []
+    bus.subscribe(losses.append, kinds={DATA_LOSS})
     sink = RedisStreamSink(
-        connect(redis_url, timeout=0.5), stream=STREAM, max_buffer=5, retry_max_ticks=2
+        connect(redis_url, timeout=0.5),
+        stream=STREAM,
+        max_buffer=5,
+        retry_base=0.01,
+        retry_max=0.05,
+        report_every=0,
+        transform=Transform(kinds=[kinds.TICK]),  # its own loss reports stay local
     ).attach(bus)
     bus.publish(kinds.TICK)
     bus.drain()
-    assert sink.sent == 1
+    assert sink.flush(timeout=10) and sink.sent == 1
     redis_server.stop()
     try:
         with caplog.at_level(logging.WARNING, logger="ringbus.redis"):
-            for tick in range(1, 9):
-                bus.set_clock(tick)
+            bus.publish(kinds.TICK)
+            bus.drain()
+            assert not sink.flush(timeout=0.3)  # bounded: the server is gone
+            assert sink.state() == "backoff"
+            for _ in range(8):  # seqs 3-10
                 bus.publish(kinds.TICK)
                 bus.drain()
+            bus.drain()  # the loss report published at the last drain's end is delivered
         status = sink.status()
-        assert status["state"] == "disconnected"
+        assert status["state"] == "dropping"
         assert status["buffered"] == 5  # the bound
-        assert status["dropped"] == 3  # seqs 2, 3, 4: counted, not silent
-        assert status["failed"] >= 2
-        assert status["outages"] == 1
+        assert status["dropped"] == 4  # counted, not silent
+        assert status["failed"] >= 1 and status["outages"] == 1
         assert "ConnectionError" in status["last_error"]
-        assert "cannot append to stream 'world:events'" in caplog.text
+        assert "cannot send" in caplog.text and "lost 1 events (seqs 3):" in caplog.text
+        assert "the oldest queued events were dropped" in caplog.text
+        # every dropped seq is in a DATA_LOSS event, oldest first
+        reported = [
+            seq
+            for event in losses
+            for first, last in event.payload_dict()["ranges"]
+            for seq in range(first, last + 1)
+        ]
+        # seq 2 is the batch being retried (kept); the oldest queued ones went first
+        ticks = [event.seq for event in bus.get_since(0, kinds=kinds.TICK)]
+        assert len(ticks) == 10 and ticks[1] == 2
+        assert reported == ticks[2:6]
+        assert sum(event.payload_dict()["events"] for event in losses) == 4
+        assert {event.payload_dict()["producer"] for event in losses} == {"worker-9"}
     finally:
         redis_server.start()
-    for tick in range(9, 14):
-        bus.set_clock(tick)
-        bus.drain()
-        if sink.state() == "ok" and not sink.buffered:
-            break
+    assert sink.flush(timeout=10)
     status = sink.status()
-    assert (status["state"], status["buffered"], status["sent"]) == ("ok", 0, 6)
-    # the new server starts empty: it holds exactly what was buffered, in order
-    assert [int(fields["seq"]) for fields in entries(redis_url)] == [5, 6, 7, 8, 9]
-    bus.publish(kinds.TICK)
-    bus.drain()
-    assert int(entries(redis_url)[-1]["seq"]) == 10
+    assert (status["buffered"], status["sent"], status["dropped"]) == (0, 6, 4)
+    # the new server starts empty: it holds exactly what was kept, in order
+    assert [seq for _p, seq, _r in stored(redis_url)] == [2, *ticks[6:]]
+    assert sink.close(timeout=10)
 
 
 def test_sink_options_are_checked(redis_url: str) -> None:
@@ -137,17 +226,36 @@ def test_sink_options_are_checked(redis_url: str) -> None:
         RedisStreamSink(url=redis_url, maxlen=0)
     with pytest.raises(ValueError, match="batch_size"):
         RedisStreamSink(url=redis_url, batch_size=0)
+    with pytest.raises(ValueError, match="overflow"):
+        RedisStreamSink(url=redis_url, overflow="ignore")
+    with pytest.raises(ValueError, match="partitions"):
+        RedisStreamSink(url=redis_url, partitions=0)
+    with pytest.raises(ValueError, match="key must be an event field"):
+        RedisStreamSink(url=redis_url, key="region")
 
 
 # -- source -----------------------------------------------------------------
-def produce(backend: Any, url: str, name: str, count: int, *, per_drain: int = 10) -> Any:
+def produce(
+    backend: Any,
+    url: str,
+    name: str,
+    count: int,
+    *,
+    per_drain: int = 10,
+    per_event: bool = True,
+    stream: str = STREAM,
+    partitions: int = 1,
+) -> Any:
+    """A producer's bus that sent ``count`` events (one entry each, unless ``per_event=False``)."""
     bus = backend.bus(name=name)
-    RedisStreamSink(url=url, stream=STREAM).attach(bus)
+    sink = RedisStreamSink(
+        url=url, stream=stream, per_event=per_event, partitions=partitions, batch_size=per_drain
+    ).attach(bus)
     for index in range(count):
         bus.set_clock(index, index // 50)
         bus.publish(
             kinds.DELIVERY_COMPLETED,
-            polity_id=name,
+            polity_id=f"p{index % 8}" if partitions > 1 else name,  # p0-p7 spread out
             subject_id=f"c{index}",
             payload={"n": index},
             tags=("world",),
@@ -155,6 +263,7 @@ def produce(backend: Any, url: str, name: str, count: int, *, per_drain: int = 1
         if index % per_drain == per_drain - 1:
             bus.drain()
     bus.drain()
+    assert sink.close(timeout=30)
     return bus
 
 
@@ -196,17 +305,23 @@ def test_source_publishes_into_a_local_bus_and_acks_after_drain(
 def test_source_keeps_order_per_producer_and_skips_duplicates(backend: Any, redis_url: str) -> None:
     first = backend.bus(name="w1")
     second = backend.bus(name="w2")
-    sink_one = RedisStreamSink(url=redis_url, stream=STREAM).attach(first)
-    RedisStreamSink(url=redis_url, stream=STREAM).attach(second)
+    sinks = [
+        RedisStreamSink(url=redis_url, stream=STREAM, batch_size=4).attach(bus)
+        for bus in (first, second)
+    ]
     for round_ in range(6):
         for bus in (first, second) if round_ % 2 else (second, first):
             for _ in range(round_ + 1):
                 bus.publish(kinds.DEPOT_BUILT)
             bus.drain()
+            assert sinks[0].flush(10) and sinks[1].flush(10)  # entries interleave
+    assert all(sink.close(10) for sink in sinks)
     # a producer that re-sends (e.g. after a lost reply) makes duplicates in the stream
+    client = connect(redis_url)
     for event in first.get_since(0)[:5]:
-        sink_one(event)
-    sink_one.flush()
+        client.xadd(
+            STREAM, {"producer": "w1", "seq": event.seq, "event": json.dumps(event.to_dict())}
+        )
     local = backend.bus(clock_policy="free")
     origins: list[tuple[str, int] | None] = []
     local.subscribe(lambda event: origins.append(origin_of(event)))
@@ -257,12 +372,17 @@ def test_source_claims_entries_another_consumer_left(backend: Any, redis_url: st
     assert other.redelivered == 8
 
 
-def test_source_counts_trimmed_entries_and_gaps(backend: Any, redis_url: str) -> None:
+def test_source_reports_trimmed_entries_as_lost(backend: Any, redis_url: str) -> None:
+    from ringbus.sim.health import DATA_LOSS
+
     worker = backend.bus(name="w1")
-    RedisStreamSink(url=redis_url, stream=STREAM, maxlen=10, exact_maxlen=True).attach(worker)
+    sink = RedisStreamSink(
+        url=redis_url, stream=STREAM, maxlen=10, exact_maxlen=True, per_event=True
+    ).attach(worker)
     for _ in range(6):
         worker.publish(kinds.TICK)
     worker.drain()
+    assert sink.flush(10)
     crashed = RedisStreamSource(
         backend.bus(clock_policy="free"), url=redis_url, stream=STREAM, consumer="c", count=4
     )
@@ -270,16 +390,23 @@ def test_source_counts_trimmed_entries_and_gaps(backend: Any, redis_url: str) ->
     for _ in range(10):  # seqs 7-16 trim seqs 1-6 away
         worker.publish(kinds.TICK)
     worker.drain()
+    assert sink.close(10)
     bus = backend.bus(clock_policy="free")
     seen: list[Any] = []
-    bus.subscribe(lambda event: seen.append(origin_of(event)))
+    bus.subscribe(lambda event: seen.append(origin_of(event)), kinds=kinds.TICK)
+    losses: list[Any] = []
+    bus.subscribe(losses.append, kinds=DATA_LOSS)
     source = RedisStreamSource(bus, url=redis_url, stream=STREAM, consumer="c")
     while source.poll() or source.uncommitted:
         bus.drain()
+    bus.drain()
     assert [origin[1] for origin in seen] == list(range(7, 17))
     status = source.status()
     assert status["trimmed"] == 4  # the four pending ones: counted, not silent
-    assert status["gaps"] == 1  # w1 jumped from nothing to seq 7
+    # seq 7's entry says seq 6 was written before it: 1-6 never reached this group
+    assert (status["lost"], status["loss_reports"], status["gaps"]) == (6, 1, 0)
+    assert [event.payload_dict()["ranges"] for event in losses] == [((1, 6),)]
+    assert losses[0].payload_dict()["producer"] == "w1"
     assert connect(redis_url).xpending(STREAM, "ringbus")["pending"] == 0
 
 
@@ -405,7 +532,8 @@ def test_multiprocess_demo_totals_add_up(backend: Any, redis_url: str) -> None:
 
     done = subprocess.run(
         [sys.executable, "-m", "ringbus", "redis-demo", "--url", redis_url, "--workers", "3",
-         "--days", "1", "--ticks-per-day", "12", "--json"],
+         "--consumers", "3", "--partitions", "6", "--days", "1", "--ticks-per-day", "12",
+         "--json"],
         env=subprocess_env(backend),
         capture_output=True,
         text=True,
@@ -421,9 +549,13 @@ def test_multiprocess_demo_totals_add_up(backend: Any, redis_url: str) -> None:
     for name in ("deliveries_completed", "deliveries_failed", "depots_built", "incidents"):
         assert totals[name] == sum(worker["kpi"]["totals"][name] for worker in workers) > 0
     assert merge_counts([totals]) == merge_counts(w["kpi"]["totals"] for w in workers)
-    assert aggregate["source"]["published"] == sum(w["last_seq"] for w in workers)
-    assert aggregate["source"]["duplicates"] == 0
-    # the workers' health events travelled through the same stream
+    assert aggregate["source"]["published"] == sum(w["sink"]["sent"] for w in workers)
+    assert aggregate["source"]["duplicates"] == 0 and aggregate["source"]["lost"] == 0
+    # the consumers shared the partitions (a partition may move while they join)
+    assert aggregate["consumers"] == ["aggregator-1", "aggregator-2", "aggregator-3"]
+    assert sum(source["owned"] for source in aggregate["sources"]) <= 6
+    assert sum(1 for source in aggregate["sources"] if source["published"]) >= 2
+    # the workers' health events travelled through the same streams
     assert sorted(aggregate["health"]) == ["world-1", "world-2", "world-3"]
     assert aggregate["health"]["world-1"]["transport:redis"][0] == "ok"
 
@@ -455,41 +587,6 @@ def test_health_reports_the_bridge(backend: Any, redis_url: str) -> None:
     assert health[0].payload_dict()["transport:redis-source:consumer-1"] == ("ok", 5, 0, 0, 0)
 
 
-def test_demo_aggregator_killed_and_restarted_still_adds_up(backend: Any, redis_url: str) -> None:
-    stream = "demo:crash"
-    env = subprocess_env(backend)
-    demo = [sys.executable, "-m", "ringbus", "redis-demo", "--url", redis_url, "--stream", stream]
-    demo += ["--workers", "2", "--days", "3", "--ticks-per-day", "12"]
-    for name in ("world-1", "world-2"):
-        done = subprocess.run([*demo, "worker", name], env=env, capture_output=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-    client = connect(redis_url)
-    workers = {
-        key.decode(): json.loads(value)
-        for key, value in client.hgetall(f"{stream}:workers").items()
-    }
-    total = sum(worker["last_seq"] for worker in workers.values())
-    aggregate = [*demo, "aggregate", "world-1", "world-2", "--count", "10"]
-
-    def committed() -> int:
-        return sum(int(seq) for seq in client.hvals(f"{stream}:aggregator:hwm"))
-
-    first = subprocess.Popen(aggregate, env=env, stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while committed() < total // 4 and time.monotonic() < deadline:
-        time.sleep(0.002)
-    first.send_signal(signal.SIGKILL)
-    first.communicate(timeout=10)
-    assert total // 4 <= committed() < total, "the aggregator must be killed mid-stream"
-
-    again = subprocess.run(aggregate, env=env, capture_output=True, text=True, timeout=60)
-    assert again.returncode == 0, again.stderr
-    totals = json.loads(again.stdout)["totals"]
-    for name in ("deliveries_completed", "deliveries_failed", "depots_built", "incidents"):
-        assert totals[name] == sum(w["kpi"]["totals"][name] for w in workers.values())
-    assert committed() == total
-
-
 def test_demo_cli_spawns_its_own_server_or_says_what_is_missing(backend: Any) -> None:
     from _redis_server import free_port
 
@@ -509,3 +606,61 @@ def test_demo_cli_spawns_its_own_server_or_says_what_is_missing(backend: Any) ->
     )
     assert spawned.returncode == 0, spawned.stderr
     assert spawned.stdout.splitlines()[-1] == "totals match: yes"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--url", "notaurl"], "--url must start with redis://"),
+        (["--consumers", "0"], "--consumers must be >= 1"),
+        (["--partitions", "0"], "--partitions must be >= 1"),
+        (["--workers", "0"], "--workers must be >= 1"),
+    ],
+)
+def test_demo_cli_user_errors_are_one_line(args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ringbus", "redis-demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("redis-demo: ") and message in lines[0]
+
+
+# -- a group sharing partitions ------------------------------------------------
+def test_consumers_share_partitions_and_a_stale_one_cannot_commit(
+    backend: Any, redis_url: str
+) -> None:
+    from ringbus.transports.redis_streams import PartitionLost
+
+    produce(backend, redis_url, "w1", 60, per_drain=6, per_event=False, partitions=2)
+
+    def member(name: str) -> tuple[Any, RedisStreamSource, list[Any]]:
+        bus = backend.bus(clock_policy="free", name=name)
+        seen: list[Any] = []
+        bus.subscribe(lambda event: seen.append(origin_of(event)))
+        source = RedisStreamSource(
+            bus, url=redis_url, stream=STREAM, partitions=2, consumer=name, count=2, lease_ms=400
+        )
+        return bus, source, seen
+
+    bus_a, a, _seen_a = member("a")
+    while not a.uncommitted:  # joins, takes every partition (it is alone), reads
+        a.poll(timeout=0.05)
+    assert len(a.owned_streams()) == 2  # read, applied, not yet committed: then it stalls
+    time.sleep(0.5)  # its leases run out
+    bus_b, b, seen_b = member("b")
+    while b.poll(timeout=0.05) or b.uncommitted or len(b.owned_streams()) < 2:
+        bus_b.drain()
+    bus_b.drain()
+    # b took both partitions over, re-read what a had not committed, and applied everything
+    assert sorted(seq for _p, seq in seen_b) == list(range(1, 61))
+    assert b.status()["acquired"] == 2
+    # a wakes up: its commit must not count what b applied a second time
+    with pytest.raises(PartitionLost, match="restart this consumer"):
+        bus_a.drain()
+    assert a.status()["leases_lost"] >= 1 and len(a.owned_streams()) < 2
+    marks = [connect(redis_url).hget(f"{s}:ringbus:hwm", "w1") for s in b.owned_streams()]
+    assert len(marks) == 2 and all(int(mark or 0) > 0 for mark in marks)

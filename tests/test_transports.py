@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from _redis_server import collect_garbage
 from ringbus import kinds
 from ringbus.transports import (
     EVENT_SCHEMA,
@@ -35,6 +37,9 @@ class CountingStream(io.StringIO):
     def write(self, text: str) -> int:
         self.writes += 1
         return super().write(text)
+
+
+__all__ = ["collect_garbage"]  # a fixture used by every test below
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -259,60 +264,83 @@ def http_server() -> Iterator[tuple[str, Collector]]:
         thread.join()
 
 
-def test_http_posts_one_batch_per_drain(backend: Any, http_server: Any) -> None:
+def test_http_posts_batches_from_a_sender_thread(backend: Any, http_server: Any) -> None:
     url, collector = http_server
     bus = backend.bus(name="world-7")
     transport = HttpTransport(url, batch_size=3).attach(bus)
     for _ in range(7):
         bus.publish(kinds.DELIVERY_COMPLETED)
     bus.drain()
-    assert [len(body["events"]) for body in collector.bodies] == [3, 3, 1]
+    assert transport.flush(timeout=10)
+    assert all(len(body["events"]) <= 3 for body in collector.bodies)
     assert {body["producer"] for body in collector.bodies} == {"world-7"}
     seqs = [record["seq"] for body in collector.bodies for record in body["events"]]
     assert seqs == list(range(1, 8))
     status = transport.status()
-    assert (status["sent"], status["failed"], status["dropped"], status["requests"]) == (7, 0, 0, 3)
+    assert (status["sent"], status["failed"], status["dropped"], status["state"]) == (
+        7,
+        0,
+        0,
+        "ok",
+    )
+    assert status["requests"] == len(collector.bodies) >= 3
+    assert transport.close(timeout=5)
 
 
-def test_http_retries_with_backoff_in_ticks(backend: Any, http_server: Any) -> None:
+def test_http_retries_with_backoff(backend: Any, http_server: Any) -> None:
     url, collector = http_server
     collector.answers = [500, 500, 503]
     bus = backend.bus()
-    transport = HttpTransport(url, retry_base_ticks=2, retry_max_ticks=5).attach(bus)
-    sent_at: dict[int, int] = {}
+    transport = HttpTransport(url, retry_base=0.01, retry_max=0.05).attach(bus)
     for tick in range(20):
         bus.set_clock(tick)
         bus.publish(kinds.TICK)
-        before = len(collector.bodies)
         bus.drain()
-        if len(collector.bodies) > before:
-            sent_at[tick] = len(collector.bodies[-1]["events"])
-    # attempts at ticks 0 (fail, wait 2), 2 (fail, wait 4), 6 (fail, wait 5 = max), 11 (ok)
-    assert transport.requests == 4 + 8
-    assert next(iter(sent_at)) == 11
-    assert sent_at[11] == 12  # everything buffered during the outage, in one batch
+    assert transport.flush(timeout=10)
     seqs = [record["seq"] for body in collector.bodies for record in body["events"]]
     assert seqs == list(range(1, 21))  # nothing lost, nothing doubled, in order
     status = transport.status()
     assert (status["sent"], status["failed"], status["retries"], status["dropped"]) == (20, 3, 3, 0)
-    assert status["state"] == "ok"
+    assert status["outages"] == 1 and status["requests"] == len(collector.bodies) + 3
+    assert transport.close(timeout=5)
 
 
-def test_http_buffer_bound_when_the_server_is_gone(backend: Any) -> None:
+def test_http_buffer_bound_when_the_server_is_gone(
+    backend: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     from _redis_server import free_port
+    from ringbus.sim.health import DATA_LOSS
 
     bus = backend.bus()
+    losses: list[Any] = []
+    bus.subscribe(losses.append, kinds=DATA_LOSS)
     url = f"http://127.0.0.1:{free_port()}/nothing-listens"
-    transport = HttpTransport(url, max_buffer=4, retry_base_ticks=1).attach(bus)
-    for tick in range(6):
-        bus.set_clock(tick)
+    transport = HttpTransport(
+        url, max_buffer=4, batch_size=1, report_every=0, transform=Transform(kinds="TICK")
+    ).attach(bus)
+    with caplog.at_level(logging.WARNING, logger="ringbus.transports"):
         bus.publish(kinds.TICK)
         bus.drain()
+        assert not transport.flush(timeout=0.2)  # bounded in time
+        for tick in range(1, 6):
+            bus.set_clock(tick)
+            bus.publish(kinds.TICK)
+            bus.drain()
+        bus.drain()
     status = transport.status()
-    assert status["state"] == "backoff"
+    assert status["state"] == "dropping"
     assert status["dropped"] == 2 and status["buffered"] == 4 and status["sent"] == 0
     assert status["failed"] >= 1
     assert "Connection refused" in status["last_error"] or "URLError" in status["last_error"]
+    assert "lost 1 events" in caplog.text
+    ticks = [event.seq for event in bus.get_since(0, kinds="TICK")]
+    reported = [tuple(r) for event in losses for r in event.payload_dict()["ranges"]]
+    assert reported == [(ticks[1], ticks[1]), (ticks[2], ticks[2])]  # the oldest queued ones
+    assert not transport.close(timeout=0.2)  # what is left is dropped, counted and reported
+    assert transport.status()["dropped"] == 6 and transport.buffered == 0
+    assert "closed with 4 events unsent" in caplog.text or "closed with 4" in (
+        transport.last_loss or ""
+    )
 
 
 def test_http_client_error_drops_the_batch_visibly(backend: Any, http_server: Any) -> None:
@@ -322,26 +350,67 @@ def test_http_client_error_drops_the_batch_visibly(backend: Any, http_server: An
     transport = HttpTransport(url).attach(bus)
     bus.publish(kinds.TICK)
     bus.drain()
+    assert transport.flush(timeout=10)
     bus.publish(kinds.TICK)
     bus.drain()
+    assert transport.flush(timeout=10)
     status = transport.status()
     assert (status["rejected"], status["dropped"], status["sent"], status["failed"]) == (1, 1, 1, 1)
-    assert status["last_error"] == f"HTTP 400 from {url}"
+    assert status["last_error"] == f"HTTP 400 from {url}: the server refused the batch"
     assert [body["events"][0]["seq"] for body in collector.bodies] == [2]
+    assert transport.close(timeout=5)
 
 
-def test_http_timeout_does_not_stall_the_loop(backend: Any, http_server: Any) -> None:
+def test_http_slow_server_does_not_stall_the_loop(backend: Any, http_server: Any) -> None:
     url, collector = http_server
     collector.delay = 0.5
     bus = backend.bus()
-    transport = HttpTransport(url, timeout=0.1).attach(bus)
-    bus.publish(kinds.TICK)
-    started = time.monotonic()
+    transport = HttpTransport(url, timeout=5).attach(bus)
+    longest = 0.0
+    for _ in range(20):
+        bus.publish(kinds.TICK)
+        started = time.perf_counter()
+        bus.drain()
+        longest = max(longest, time.perf_counter() - started)
+    # a drain hands its events over and returns: far below one request's 0.5 s
+    assert longest < 0.25, f"a drain took {longest:.3f} s"
+    assert transport.buffered > 0
+    collector.delay = 0.0
+    assert transport.close(timeout=10)
+    seqs = [record["seq"] for body in collector.bodies for record in body["events"]]
+    assert seqs == list(range(1, 21))
+
+
+@pytest.mark.parametrize("policy", ["block", "raise"])
+def test_overflow_policies(backend: Any, http_server: Any, policy: str) -> None:
+    from ringbus.transports import TransportOverflowError
+
+    url, collector = http_server
+    collector.delay = 0.3
+    bus = backend.bus()
+    transport = HttpTransport(
+        url, max_buffer=3, batch_size=1, overflow=policy, block_timeout=5.0
+    ).attach(bus)
+    for _ in range(3):
+        bus.publish(kinds.TICK)
     bus.drain()
-    assert time.monotonic() - started < 0.45
-    assert transport.status()["failed"] == 1
-    assert transport.buffered == 1
-    assert "timed out" in (transport.last_error or "")
+    for _ in range(2):
+        bus.publish(kinds.TICK)
+    if policy == "raise":
+        with pytest.raises(TransportOverflowError, match="max_buffer=3"):
+            bus.drain()
+        assert transport.dropped >= 1
+    else:
+        started = time.monotonic()
+        bus.drain()  # waits for room instead of dropping
+        assert time.monotonic() - started < 5.0
+        assert transport.dropped == 0
+    collector.delay = 0.0
+    transport.close(timeout=10)
+    sent = [record["seq"] for body in collector.bodies for record in body["events"]]
+    assert len(sent) + transport.dropped == 5
+    if policy == "block":
+        assert sent == [1, 2, 3, 4, 5]
 
 
 def test_http_rejects_bad_options() -> None:
@@ -349,6 +418,10 @@ def test_http_rejects_bad_options() -> None:
         HttpTransport("ftp://x")
     with pytest.raises(ValueError, match="timeout"):
         HttpTransport("http://x", timeout=0)
+    with pytest.raises(ValueError, match="overflow"):
+        HttpTransport("http://x", overflow="wait")
+    with pytest.raises(ValueError, match="retry_base"):
+        HttpTransport("http://x", retry_base=0)
 
 
 # -- the streaming feed -----------------------------------------------------

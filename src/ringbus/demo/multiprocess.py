@@ -1,17 +1,21 @@
-"""Several sim processes, one consumer: ``python -m ringbus redis-demo``.
+"""Several sim processes, several consumers: ``python -m ringbus redis-demo``.
 
 Each worker process runs a seeded :class:`~ringbus.demo.DemoWorld` on its
-own bus and sends every drain to a Redis stream through a
-:class:`~ringbus.transports.redis_streams.RedisStreamSink`; it also counts its own KPIs
-and reports them. One aggregator process reads the stream through a
-:class:`~ringbus.transports.redis_streams.RedisStreamSource` into its bus and runs a
-:class:`~ringbus.sim.kpi.KpiSubscriber` over the merged events. The aggregator's
-totals equal the sum of the workers' own — the demo checks that and exits
-non-zero if they differ.
+own bus and sends its events to a partitioned Redis stream through a
+:class:`~ringbus.transports.redis_streams.RedisStreamSink` (partitioned by
+``polity_id``, sent from a background thread); it also counts its own KPIs
+and reports them. Several aggregator processes form one consumer group:
+they divide the partitions between them (each reads its share through a
+:class:`~ringbus.transports.redis_streams.RedisStreamSource`) and run a
+:class:`~ringbus.sim.kpi.KpiSubscriber` over what they read. The sum of the
+aggregators' totals equals the sum of the workers' own — the demo checks
+that and exits non-zero if they differ.
 
-The aggregator stores its KPI state in the same transaction as each
-acknowledgement, so it can be killed and started again
-(``redis-demo aggregate``) without losing or doubling anything.
+Each aggregator stores its KPI state in the same transaction as each
+acknowledgement (under its own key), so any of them can be killed: the
+others take its partitions over after the lease runs out, and it can be
+started again (``redis-demo aggregate``) without losing or doubling
+anything.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ __all__ = [
     "DEFAULT_STREAM",
     "DEFAULT_URL",
     "TemporaryRedis",
+    "consumer_names",
     "merge_counts",
     "run_aggregator",
+    "group_totals",
     "run_worker",
     "stream_keys",
     "worker_names",
@@ -52,9 +58,8 @@ DEFAULT_STREAM = "ringbus:demo"
 def stream_keys(stream: str) -> dict[str, str]:
     return {
         "results": f"{stream}:workers",
-        "kpi": f"{stream}:aggregator:kpi",
-        "hwm": f"{stream}:aggregator:hwm",
-        "health": f"{stream}:aggregator:health",
+        "kpi": f"{stream}:aggregator:kpi:",  # + the consumer's name
+        "consumers": f"{stream}:aggregator:consumers",
     }
 
 
@@ -81,41 +86,52 @@ def run_worker(
     seed: int,
     days: int,
     stream: str = DEFAULT_STREAM,
+    partitions: int = 4,
     events_per_tick: int = 16,
     ticks_per_day: int = 24,
     health_every: int = 24,
 ) -> dict[str, Any]:
-    """Run one worker: a demo world on a bus named ``name``, sent to ``stream``.
+    """Run one worker: a demo world on a bus named ``name``, sent to ``stream``'s partitions.
 
     Returns (and stores in the hash ``<stream>:workers``) the worker's KPI
-    summary, the last seq it sent and its sink's status.
+    summary, the last seq it wrote to each partition and its sink's status.
     """
     bus = EventBus(EventBusConfig(name=name))
     kpi = KpiSubscriber()
     kpi.attach(bus)
-    sink = RedisStreamSink(connect(url, timeout=2.0), stream=stream).attach(bus)
-    assert isinstance(sink, RedisStreamSink)
+    sink = RedisStreamSink(connect(url, timeout=2.0), stream=stream, partitions=partitions)
+    sink.attach(bus)
     HealthReporter(every_ticks=health_every, transports=[sink]).attach(bus)
     world = DemoWorld(bus, seed=seed, events_per_tick=events_per_tick, ticks_per_day=ticks_per_day)
     world.run(days)
     bus.drain()
-    for _ in range(50):  # the final flush: ride out a short outage
-        if not sink.buffered:
-            break
-        sink.flush(force=True)
-        if sink.buffered:
-            time.sleep(0.1)
+    complete = sink.close(timeout=30.0)  # bounded: rides out a short outage
     status = sink.status()
     result = {
         "name": name,
         "last_seq": sink.last_sent_seq,
+        "last_seqs": sink.last_seqs(),
         "kpi": kpi.summary(last_days=0),
         "sink": status,
     }
-    if sink.buffered or status["dropped"]:
-        result["error"] = f"{sink.buffered} events unsent, {status['dropped']} dropped"
+    if not complete or status["dropped"]:
+        result["error"] = f"{status['buffered']} events unsent, {status['dropped']} dropped"
     connect(url).hset(stream_keys(stream)["results"], name, json.dumps(result))
     return result
+
+
+def _all_applied(client: Any, stream: str, workers: Sequence[str]) -> bool:
+    """Whether the group has committed every event every worker in ``workers`` wrote."""
+    results = client.hgetall(stream_keys(stream)["results"])
+    done = {as_text(key): json.loads(value) for key, value in results.items()}
+    if any(name not in done for name in workers):
+        return False
+    for name in workers:
+        for part, last in done[name]["last_seqs"].items():
+            committed = client.hget(f"{part}:aggregator:hwm", name)
+            if int(committed or 0) < last:
+                return False
+    return True
 
 
 def run_aggregator(
@@ -123,21 +139,27 @@ def run_aggregator(
     workers: Sequence[str],
     *,
     stream: str = DEFAULT_STREAM,
+    partitions: int = 4,
     consumer: str = "aggregator",
-    count: int = 1_000,
+    count: int = 20,
+    lease_ms: int = 2_000,
     timeout: float = 120.0,
 ) -> dict[str, Any]:
-    """Consume ``stream`` until every worker in ``workers`` is done; return the KPI summary.
+    """Consume ``stream``'s partitions, with the group's other consumers, until all is applied.
 
-    The KPI state is stored with each acknowledgement, so a restarted
-    aggregator continues where the last one committed.
+    Returns this consumer's KPI summary, its source's status and the last
+    health report of each worker it read. Its KPI state is stored with each
+    acknowledgement under ``<stream>:aggregator:kpi:<consumer>``, so a
+    restarted aggregator continues where it last committed.
     """
     keys = stream_keys(stream)
     client = connect(url, timeout=2.0)
+    client.sadd(keys["consumers"], consumer)
     bus = EventBus(EventBusConfig(name=consumer, clock_policy="free"))
     kpi = KpiSubscriber()
     kpi.attach(bus)
-    saved = client.get(keys["kpi"])
+    state_key = keys["kpi"] + consumer
+    saved = client.get(state_key)
     if saved:
         kpi.load_state(json.loads(saved))
     health: dict[str, Any] = {}
@@ -151,31 +173,51 @@ def run_aggregator(
         bus,
         client,
         stream=stream,
+        partitions=partitions,
         group="aggregator",
         consumer=consumer,
         count=count,
-        state_key=keys["hwm"],
+        lease_ms=lease_ms,
     )
-    source.add_commit_hook(lambda pipe: pipe.set(keys["kpi"], json.dumps(kpi.save_state())))
+    source.add_commit_hook(lambda pipe: pipe.set(state_key, json.dumps(kpi.save_state())))
     deadline = time.monotonic() + timeout
-    while True:
-        published = source.poll()
-        bus.drain()
-        if not published and not source.uncommitted:
-            results = client.hgetall(keys["results"])
-            done = {as_text(key): json.loads(value) for key, value in results.items()}
-            marks = source.high_water_marks()
-            if all(
-                name in done and marks.get(name, 0) >= done[name]["last_seq"] for name in workers
-            ):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"workers {sorted(set(workers) - set(done))} did not finish within "
-                    f"{timeout} s (high-water marks: {marks})"
-                )
-            time.sleep(0.01)
-    return {"kpi": kpi.summary(last_days=0), "source": source.status(), "health": health}
+    checked = [0.0]
+
+    def finished() -> bool:
+        now = time.monotonic()
+        if source.uncommitted or now - checked[0] < 0.1:
+            return False
+        checked[0] = now
+        if _all_applied(client, stream, workers):
+            return True
+        if now > deadline:
+            raise TimeoutError(f"the workers' events were not all applied within {timeout} s")
+        return False
+
+    source.run(stop=finished, timeout=0.1)
+    return {
+        "consumer": consumer,
+        "kpi": kpi.summary(last_days=0),
+        "source": source.status(),
+        "health": health,
+    }
+
+
+def group_totals(url: str, stream: str = DEFAULT_STREAM) -> dict[str, Any]:
+    """The KPI totals and polities every aggregator of the group committed, added up."""
+    client = connect(url, timeout=2.0)
+    keys = stream_keys(stream)
+    summaries = []
+    for name in sorted(as_text(name) for name in client.smembers(keys["consumers"])):
+        saved = client.get(keys["kpi"] + name)
+        if saved:
+            kpi = KpiSubscriber()
+            kpi.load_state(json.loads(saved))
+            summaries.append(kpi.summary(last_days=0))
+    return {
+        "totals": merge_counts(summary["totals"] for summary in summaries) or {},
+        "polities": merge_counts(summary["polities"] for summary in summaries) or {},
+    }
 
 
 def _free_port() -> int:
@@ -220,3 +262,7 @@ class TemporaryRedis:
 
 def worker_names(count: int) -> list[str]:
     return [f"world-{index + 1}" for index in range(count)]
+
+
+def consumer_names(count: int) -> list[str]:
+    return [f"aggregator-{index + 1}" for index in range(count)]

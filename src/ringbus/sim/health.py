@@ -5,6 +5,9 @@ ticks, publishes a ``BUS_HEALTH`` event whose payload holds the pending
 depth, drain durations, overwritten events, handler errors and the state of
 each transport — so the same subscribers and transports that carry the
 world's events carry the bus's health too.
+
+:func:`publish_loss` publishes a ``DATA_LOSS`` event: what a transport
+dropped, or what a Redis consumer found missing, with the seq ranges.
 """
 
 from __future__ import annotations
@@ -15,10 +18,16 @@ from typing import Any, Protocol, Self
 
 from .._normalise import check_option_count
 
-__all__ = ["BUS_HEALTH", "HealthReporter"]
+__all__ = ["BUS_HEALTH", "DATA_LOSS", "HealthReporter", "loss_payload", "publish_loss"]
 
 #: Kind of the events a :class:`HealthReporter` publishes.
 BUS_HEALTH = "BUS_HEALTH"
+
+#: Kind of the events that report lost events (:func:`publish_loss`).
+DATA_LOSS = "DATA_LOSS"
+
+#: Most ``[first, last]`` seq ranges a ``DATA_LOSS`` event names (the count covers all).
+MAX_LOSS_RANGES = 32
 
 #: Payload items every health event holds, before the transports.
 BASE_ITEMS = (
@@ -182,3 +191,50 @@ class HealthReporter:
         self._max_ms = None
         self._next_tick = int(self._bus.tick) + self.every_ticks
         return seq
+
+
+def loss_payload(
+    *,
+    reporter: str,
+    producer: str,
+    reason: str,
+    events: int,
+    ranges: list[list[int]],
+    total: int,
+) -> dict[str, Any]:
+    """The payload of a ``DATA_LOSS`` event (JSON-ready, 9 items).
+
+    Parameters
+    ----------
+    reporter
+        Who noticed: a transport's or a source's name.
+    producer
+        The bus whose events were lost (its config name).
+    reason
+        Why, in words.
+    events
+        How many events this report covers (``-1``: unknown, e.g. a
+        stream that Redis lost).
+    ranges
+        ``[first_seq, last_seq]`` runs of the lost seqs, oldest first; at
+        most :data:`MAX_LOSS_RANGES` are kept (``more_ranges`` counts the rest).
+    total
+        The reporter's running count of lost events.
+    """
+    kept = [[int(first), int(last)] for first, last in ranges[:MAX_LOSS_RANGES]]
+    return {
+        "reporter": reporter,
+        "producer": producer,
+        "reason": reason,
+        "events": int(events),
+        "first_seq": kept[0][0] if kept else None,
+        "last_seq": int(ranges[-1][1]) if ranges else None,
+        "ranges": kept,
+        "more_ranges": max(0, len(ranges) - MAX_LOSS_RANGES),
+        "total": int(total),
+    }
+
+
+def publish_loss(bus: Any, **report: Any) -> int:
+    """Publish a ``DATA_LOSS`` event on ``bus`` (see :func:`loss_payload`); return its seq."""
+    return int(bus.publish(DATA_LOSS, payload=loss_payload(**report), tags=("health", "loss")))

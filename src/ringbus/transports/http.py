@@ -1,46 +1,43 @@
-"""A transport that POSTs batches of JSON lines, retrying with backoff counted in ticks."""
+"""A transport that POSTs batches of JSON from a sender thread, retrying with backoff."""
 
 from __future__ import annotations
 
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from ._base import RetryingTransport, Transform, logger
+from ._base import BackgroundTransport, Record, SendFailed, SendRefused, Transform, dumps_record
 
 __all__ = ["HttpTransport"]
 
 
-class HttpTransport(RetryingTransport):
-    """POST each drain's events as JSON batches, retrying with backoff.
+class HttpTransport(BackgroundTransport):
+    """POST the bus's events as JSON batches from a background sender.
 
-    The body is ``{"producer": <bus name>, "events": [record, ...]}``. A
-    batch that fails (connection error, timeout, a 5xx, 408 or 429) stays
-    buffered; the next attempt waits ``retry_base_ticks * 2**(failures-1)``
-    ticks (at most ``retry_max_ticks``) of ``clock`` — the bus clock unless
-    given. Other 4xx answers mean the server will never take the batch: it is
-    dropped and counted in ``dropped`` and ``rejected``.
+    The body is ``{"producer": <bus name>, "events": [record, ...]}``, at
+    most ``batch_size`` records. ``drain()`` only hands its events over (see
+    :class:`~ringbus.transports.BackgroundTransport`): a slow or dead server
+    costs the loop nothing. A batch that fails (connection error, timeout, a
+    5xx, 408 or 429) is kept and retried after ``retry_base * 2**(failures-1)``
+    seconds (at most ``retry_max``); new events queue behind it up to
+    ``max_buffer``, then the overflow policy applies. Other 4xx answers mean
+    the server will never take the batch: it is dropped, counted in
+    ``dropped`` and ``rejected``, and reported.
 
     Parameters
     ----------
     url
         Where to POST (``http://`` or ``https://``).
     timeout
-        Seconds one request may take, so a dead server cannot stall the loop.
-    batch_size
-        Largest number of records in one POST.
-    max_requests
-        Largest number of POSTs per drain (the rest waits for the next one).
-    retry_base_ticks, retry_max_ticks
-        The backoff, in ticks.
-    clock
-        ``clock() -> int`` giving the current tick; default: the bus's tick.
+        Seconds one request may take.
     headers
         Extra request headers.
-    transform, max_buffer, name
-        See :class:`Transport`.
+    **options
+        ``transform``, ``max_buffer``, ``batch_size``, ``overflow``,
+        ``block_timeout``, ``retry_base``, ``retry_max``, ``report_every``,
+        ``name``: see :class:`~ringbus.transports.BackgroundTransport`.
     """
 
     def __init__(
@@ -48,35 +45,30 @@ class HttpTransport(RetryingTransport):
         url: str,
         *,
         timeout: float = 2.0,
-        batch_size: int = 500,
-        max_requests: int = 8,
-        retry_base_ticks: int = 1,
-        retry_max_ticks: int = 64,
-        clock: Callable[[], int] | None = None,
         headers: Mapping[str, str] | None = None,
         transform: Transform | None = None,
         max_buffer: int = 10_000,
+        batch_size: int = 500,
         name: str | None = None,
+        **options: Any,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
-        if batch_size < 1 or max_requests < 1:
-            raise ValueError("batch_size and max_requests must be >= 1")
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        super().__init__(transform=transform, max_buffer=max_buffer, name=name or "http")
+        super().__init__(
+            transform=transform,
+            max_buffer=max_buffer,
+            batch_size=batch_size,
+            name=name or "http",
+            **options,
+        )
         self.url = url
         self.timeout = float(timeout)
-        self.batch_size = batch_size
-        self.max_requests = max_requests
         self.headers = dict(headers or {})
-        self._start_backoff(clock, retry_base_ticks, retry_max_ticks)
         self.requests = 0
         self.retries = 0
         self.rejected = 0
-
-    def state(self) -> str:
-        return "backoff" if self._backoff.failures else "ok"
 
     def _post(self, records: list[str]) -> int:
         producer = json.dumps(self.producer)
@@ -95,41 +87,31 @@ class HttpTransport(RetryingTransport):
             error.close()
             return int(error.code)
 
-    def _send(self, batch: list[tuple[int, str]]) -> int:
-        done = 0
-        for start in range(
-            0, min(len(batch), self.batch_size * self.max_requests), self.batch_size
-        ):
-            chunk = [text for _seq, text in batch[start : start + self.batch_size]]
-            if self._backoff.failures:
-                self.retries += 1
-            self.requests += 1
+    def _send(self, records: list[tuple[int, Record]]) -> int:
+        texts: list[str] = []
+        for seq, record in records:
             try:
-                code = self._post(chunk)
-            except (OSError, ValueError) as error:  # URLError, timeouts, refused
-                code = 0
-                self.last_error = f"{type(error).__name__}: {error}"
-            if 200 <= code < 300:
-                self._backoff.succeeded()
-                self.sent += len(chunk)
-                done += len(chunk)
-                continue
-            self.failed += 1
-            if code:
-                self.last_error = f"HTTP {code} from {self.url}"
-            if 400 <= code < 500 and code not in (408, 429):
-                # The server refuses this batch for good: count it, move on.
-                self.rejected += len(chunk)
-                self.dropped += len(chunk)
-                logger.error("%s: %s rejected %d events", self.name, self.url, len(chunk))
-                done += len(chunk)
-                continue
-            self._backoff.failed()
-            break
-        return done
+                texts.append(dumps_record(record))
+            except (TypeError, ValueError) as error:
+                self.invalid += 1
+                self.last_invalid = [f"seq {seq}: {error}"]
+        if not texts:
+            return 0
+        if self._backoff.failures:
+            self.retries += 1
+        self.requests += 1
+        try:
+            code = self._post(texts)
+        except (OSError, ValueError) as error:  # URLError, timeouts, refused
+            raise SendFailed(f"{type(error).__name__}: {error}") from None
+        if 200 <= code < 300:
+            return len(texts)
+        if 400 <= code < 500 and code not in (408, 429):
+            self.rejected += len(texts)
+            raise SendRefused(f"HTTP {code} from {self.url}: the server refused the batch")
+        raise SendFailed(f"HTTP {code} from {self.url}")
 
     def status(self) -> dict[str, Any]:
         status = super().status()
         status.update(requests=self.requests, retries=self.retries, rejected=self.rejected)
-        status["retry_at"] = self._backoff.retry_at if self._backoff.failures else None
         return status
