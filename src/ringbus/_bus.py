@@ -14,13 +14,34 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
 
 from . import _backend
+from ._aio import (
+    AsyncEntry,
+    AsyncHandler,
+    AsyncTier,
+    EventStream,
+    Overflow,
+    check_overflow,
+)
 from ._backend import RingCore, WorldEvent
 from ._config import ERROR_POLICIES, ErrorPolicy, EventBusConfig
 from ._deadletter import DeadLetterQueue
 from ._deliveries import DeliveryRecord, DeliveryTracker
-from ._errors import UnknownDestinationError
-from ._normalise import check_non_negative
-from ._registry import Handler, KindSelector, Registry, Subscription, member_of
+from ._errors import (
+    CascadeLimitError,
+    UnknownDestinationError,
+    cascade_limit_message,
+    handler_errors_message,
+)
+from ._normalise import check_non_negative, check_positive
+from ._registry import (
+    Handler,
+    KindSelector,
+    Registry,
+    Subscription,
+    async_handler_message,
+    is_async_callable,
+    member_of,
+)
 from ._schedule import SCHEDULE_FIELDS, Schedule
 from ._snapshot import (
     SNAPSHOT_FORMAT,
@@ -95,8 +116,17 @@ class EventBusBase(_Core):
             config.dead_letter_limit,
             self._live_subscription,
         )
+        # Made when the async tier is first used: a bus that never uses it
+        # pays one attribute check per drain.
+        self._tier: AsyncTier | None = None
         if config.error_policy == "dead_letter":
             self._listen_for_retries()
+
+    def _async_tier(self) -> AsyncTier:
+        tier = self._tier
+        if tier is None:
+            tier = self._tier = AsyncTier(self)
+        return tier
 
     @property
     def config(self) -> EventBusConfig:
@@ -148,6 +178,24 @@ class EventBusBase(_Core):
         int
             The subscription id, for :meth:`unsubscribe`.
         """
+        self._check_owner("subscribe")
+        if is_async_callable(handler):
+            raise TypeError(async_handler_message(handler))
+        subscription = self._add_subscription(
+            handler, kinds, name, priority, group, group_key, error_policy
+        )
+        return subscription.sub_id
+
+    def _add_subscription(
+        self,
+        handler: Handler,
+        kinds: Iterable[str] | str | None,
+        name: str | None,
+        priority: int,
+        group: str | None,
+        group_key: str | Callable[[Any], object] | None,
+        error_policy: ErrorPolicy | None,
+    ) -> Subscription:
         if error_policy is not None and error_policy not in ERROR_POLICIES:
             raise ValueError(
                 f"error_policy must be one of {', '.join(ERROR_POLICIES)} or None, "
@@ -159,7 +207,7 @@ class EventBusBase(_Core):
             self._error_policies[subscription.sub_id] = error_policy
             if error_policy == "dead_letter":
                 self._listen_for_retries()
-        return subscription.sub_id
+        return subscription
 
     def unsubscribe(self, sub_id: int) -> None:
         """Stop a subscription from the next event on.
@@ -169,9 +217,151 @@ class EventBusBase(_Core):
         KeyError
             No subscription has this id (or it was already removed).
         """
+        self._check_owner("unsubscribe")
         self._registry.remove(sub_id)
         self._invalidate_routes()
         self._error_policies.pop(sub_id, None)
+        if self._tier is not None:
+            self._tier.async_subs.discard(sub_id)
+
+    def subscribe_async(
+        self,
+        handler: AsyncHandler,
+        *,
+        kinds: Iterable[str] | str | None = None,
+        name: str | None = None,
+        priority: int = 0,
+        group: str | None = None,
+        group_key: str | Callable[[Any], object] | None = None,
+        error_policy: ErrorPolicy | None = None,
+    ) -> int:
+        """Await ``handler(event)`` for every matching event, from :meth:`drain_async`.
+
+        Selectors, priorities, groups and error policies are those of
+        :meth:`subscribe`; :meth:`drain_async` awaits each call before the
+        next handler is called, so the order is that of :meth:`drain`.
+        While such a subscription has deliveries waiting, :meth:`drain`
+        refuses (it cannot await).
+
+        Parameters
+        ----------
+        handler
+            An ``async def`` callable taking one :class:`WorldEvent`.
+        kinds, name, priority, group, group_key, error_policy
+            As for :meth:`subscribe`.
+
+        Returns
+        -------
+        int
+            The subscription id, for :meth:`unsubscribe`.
+
+        Raises
+        ------
+        TypeError
+            ``handler`` is not an ``async def`` callable (use :meth:`subscribe`).
+        """
+        self._check_owner("subscribe_async")
+        if not is_async_callable(handler):
+            raise TypeError(
+                f"subscribe_async() takes an async def handler, got {handler!r}; "
+                "subscribe plain callables with bus.subscribe()"
+            )
+        tier = self._async_tier()
+        entry = AsyncEntry(tier, handler)
+        subscription = self._add_subscription(
+            entry, kinds, name, priority, group, group_key, error_policy
+        )
+        tier.async_subs.add(subscription.sub_id)
+        return subscription.sub_id
+
+    async def drain_async(self, max_rounds: int | None = None) -> int:
+        """Dispatch the pending events as :meth:`drain` does, awaiting async handlers.
+
+        Every handler, sync or async, is called in the order :meth:`drain`
+        would call it, and an async handler is awaited before the next one
+        is called: the stream, the seqs and each subscriber's view are those
+        of a sync run. Cascades, lanes, groups, error policies and dead
+        letters behave as in :meth:`drain`; drain listeners run around it.
+        With no async subscription it is :meth:`drain`.
+
+        Raises
+        ------
+        ExceptionGroup, CascadeLimitError, RuntimeError
+            As :meth:`drain`.
+        """
+        self._check_owner("drain_async")
+        rounds = (
+            self._config.cascade_rounds
+            if max_rounds is None
+            else check_positive("max_rounds", max_rounds)
+        )
+        tier = self._tier
+        if tier is not None:
+            tier.before_drain(True)
+        if tier is None or not (tier.async_subs or tier.carry):
+            return self.drain(max_rounds)
+        if self.draining:
+            raise RuntimeError(
+                "drain_async() was called from inside a handler; events published by "
+                "handlers are dispatched by the next drain (or round)"
+            )
+        for listener in tuple(self._drain_starts):
+            listener()
+        try:
+            total, errors = await tier.drain(rounds, super().drain)
+        finally:
+            for listener in tuple(self._drain_ends):
+                listener()
+        left = self.pending_count()
+        if rounds > 1 and left:
+            cascade = CascadeLimitError(cascade_limit_message(rounds, left))
+            if not errors:
+                raise cascade
+            errors.append(cascade)
+        if errors:
+            raise ExceptionGroup(handler_errors_message(len(errors)), errors)
+        return total
+
+    def stream(
+        self,
+        kinds: Iterable[str] | str | None = None,
+        *,
+        since: int | None = None,
+        maxsize: int = 10_000,
+        overflow: Overflow = "drop_oldest",
+    ) -> EventStream:
+        """An async iterator over the events drains deliver: ``async for event in bus.stream()``.
+
+        It may be made and read in another thread than the bus's (a drain
+        hands events over to the reader's event loop); made there, it starts
+        at the start of the owner thread's next drain.
+
+        Parameters
+        ----------
+        kinds
+            Selectors of the kinds to receive, as for :meth:`subscribe`.
+        since
+            Start with the retained events after this seq, then go on with
+            live ones: no gap and no duplicate at the seam (see
+            :attr:`EventStream.gap` for what the ring no longer held).
+        maxsize
+            Events buffered for the reader at most.
+        overflow
+            When the buffer is full: ``"drop_oldest"`` drops the oldest
+            unread event (counted in :attr:`EventStream.dropped`), ``"raise"``
+            raises :class:`~ringbus.StreamOverflowError` in the drain and
+            ends the stream, ``"block"`` makes :meth:`drain_async` wait for the
+            reader (the stream is then an async subscription).
+
+        Raises
+        ------
+        ValueError
+            ``overflow`` or ``maxsize`` is not valid.
+        """
+        check_overflow(overflow, maxsize)
+        if since is not None:
+            since = check_non_negative("since", since)
+        return EventStream(self, kinds, since, maxsize, overflow)
 
     def subscriptions(self) -> list[Subscription]:
         """The live subscriptions, in subscription order."""
@@ -247,6 +437,9 @@ class EventBusBase(_Core):
         return states
 
     def _resolve_route(self, kind: str) -> tuple[tuple[Handler, Subscription], ...]:
+        tier = self._tier
+        if tier is not None and tier.collecting:
+            return ((tier.collect, None),)  # type: ignore[return-value]
         return self._registry.route(kind)
 
     # -- lanes and destinations ---------------------------------------
@@ -313,6 +506,9 @@ class EventBusBase(_Core):
         )
 
     def _resolve_direct(self, destination: str, kind: str) -> tuple[tuple[Handler, Any], ...]:
+        tier = self._tier
+        if tier is not None and tier.collecting:
+            return ((tier.collect_direct(destination), None),)
         return tuple(
             entry
             for entry in self._resolve_route(kind)
@@ -389,6 +585,9 @@ class EventBusBase(_Core):
         :meth:`add_drain_listener`) run around it, the end ones even when the
         drain raises.
         """
+        if self._tier is not None:
+            self._check_owner("drain")
+            self._tier.before_drain(False)
         if self.draining or not (self._drain_ends or self._drain_starts):
             # A nested drain() is refused by the core: no listener runs for it.
             return super().drain(max_rounds)
@@ -499,7 +698,13 @@ class EventBusBase(_Core):
         return take_snapshot(self, debug_events)
 
     def _is_fresh(self) -> bool:
-        return not (self.latest_seq() or self.pending_count() or len(self) or self._schedule)
+        return not (
+            self.latest_seq()
+            or self.pending_count()
+            or len(self)
+            or self._schedule
+            or any(len(producer) for producer in self.producers())
+        )
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Continue from ``snapshot`` on this fresh bus: all of it, or nothing.
@@ -531,6 +736,7 @@ class EventBusBase(_Core):
         Exception
             Whatever a hook's ``load`` raised (the bus is left unchanged).
         """
+        self._check_owner("restore")
         if not self._is_fresh():
             raise ValueError("restore() needs a fresh bus: this one has already accepted events")
         commit, hooks = prepare_restore(self, snapshot)

@@ -14,9 +14,12 @@ waiting for a drain when asked.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from ._errors import refuse_awaitable
 
 __all__ = ["DELIVERY_STATES", "DeliveryRecord", "DeliveryTracker"]
 
@@ -99,7 +102,7 @@ class DeliveryTracker:
         self.evicted = 0
         self.records: dict[tuple[int, int], DeliveryRecord] = {}
 
-    def call(self, subscription: Any, handler: Callable[[Any], object], event: Any) -> None:
+    def call(self, subscription: Any, handler: Callable[[Any], object], event: Any) -> object:
         """Call ``handler(event)`` for ``subscription``, recording the state changes."""
         key = (event.seq, subscription.sub_id)
         record = self.records.get(key)
@@ -119,12 +122,15 @@ class DeliveryTracker:
         record.state = "processing"
         record.attempts += 1
         try:
-            handler(event)
+            result = handler(event)
+            if result is not None and inspect.isawaitable(result):
+                refuse_awaitable(result, handler)
         except Exception as error:
             record.state = "failed"
             record.error = f"{type(error).__name__}: {error}"
             raise
         record.state = "completed"
+        return result
 
     def to_state(self) -> dict[str, Any]:
         """JSON-ready state for a snapshot."""
@@ -164,8 +170,8 @@ class TrackedHandler:
         self.subscription = subscription
         self.handler = handler
 
-    def __call__(self, event: Any) -> None:
-        self.tracker.call(self.subscription, self.handler, event)
+    def __call__(self, event: Any) -> object:
+        return self.tracker.call(self.subscription, self.handler, event)
 
     def __repr__(self) -> str:
         return f"<tracked {self.handler!r}>"
