@@ -161,7 +161,6 @@ class AsyncTier:
         """Deliver the collected events in order, awaiting async handlers in turn."""
         bus = self.bus
         carry = self.carry
-        awaiting = self.awaiting
         while carry:
             event, destination = carry.popleft()
             if destination is not None:
@@ -175,26 +174,40 @@ class AsyncTier:
             delivered = failed = 0
             try:
                 for handler, target in route:
-                    self.dispatching = True
                     try:
-                        result = handler(event)
-                        if result is not None and inspect.isawaitable(result):
-                            refuse_awaitable(result, handler)
-                        while awaiting:
-                            await awaiting.pop(0)
+                        await self.call(handler, event)
                     except Exception as error:
-                        for left in awaiting:
-                            left.close()
-                        awaiting.clear()
                         failed += 1
                         if bus._on_handler_error(event, target, error):
                             errors.append(error)
                     else:
                         delivered += 1
-                    finally:
-                        self.dispatching = False
             finally:
                 bus._count_deliveries(delivered, failed)
+
+    async def call(self, handler: Callable[[Any], object], event: Any) -> None:
+        """Call one route entry; await the coroutine an async handler started."""
+        awaiting = self.awaiting
+        self.dispatching = True
+        try:
+            result = handler(event)
+            if result is not None and inspect.isawaitable(result):
+                refuse_awaitable(result, handler)
+        except BaseException:
+            self.drop_awaiting()
+            raise
+        finally:
+            self.dispatching = False
+        try:
+            while awaiting:
+                await awaiting.pop(0)
+        finally:
+            self.drop_awaiting()
+
+    def drop_awaiting(self) -> None:
+        for left in self.awaiting:
+            left.close()
+        self.awaiting.clear()
 
     # -- streams -------------------------------------------------------
     def on_owner_thread(self, work: Callable[[], object]) -> None:
@@ -225,6 +238,25 @@ class _StreamState:
         self.sub_id: int | None = None
         self.waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
         self.space: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.bus: EventBusBase | None = None
+
+    def end(self) -> None:
+        """Close and unsubscribe (the unsubscription on the owner thread)."""
+        with self.lock:
+            self.closed = True
+            self.free_space()
+            self.wake()
+        bus = self.bus
+        if bus is None:
+            return
+
+        def unsubscribe() -> None:
+            sub_id, self.sub_id = self.sub_id, None
+            if sub_id is not None:
+                with contextlib.suppress(KeyError):
+                    bus.unsubscribe(sub_id)
+
+        bus._async_tier().on_owner_thread(unsubscribe)
 
     def wake(self) -> None:
         """Wake the consumer, from any thread. Called with the lock held."""
@@ -243,21 +275,22 @@ class _StreamState:
         if self.closed or event.seq <= self.cursor:
             return
         with self.lock:
-            if len(self.buffer) >= self.maxsize:
-                if self.overflow == "raise":
-                    self.error = StreamOverflowError(
-                        f"stream buffer is full ({self.maxsize} events its consumer has not "
-                        f"read); seq={event.seq} and later are not in it and the stream is "
-                        "closed: read faster, raise maxsize, or use overflow='drop_oldest' "
-                        "or 'block'"
-                    )
-                    self.closed = True
-                    self.wake()
-                    raise self.error
-                self.buffer.popleft()
-                self.dropped += 1
-            self.buffer.append(event)
-            self.wake()
+            full = len(self.buffer) >= self.maxsize
+            if not full or self.overflow != "raise":
+                if full:
+                    self.buffer.popleft()
+                    self.dropped += 1
+                self.buffer.append(event)
+                self.wake()
+                return
+            error = self.error = StreamOverflowError(
+                f"stream buffer is full ({self.maxsize} events its consumer has not "
+                f"read); seq={event.seq} and later are not in it and the stream is "
+                "closed: read faster, raise maxsize, or use overflow='drop_oldest' "
+                "or 'block'"
+            )
+        self.end()  # the subscription ends with the stream
+        raise error
 
     async def offer_blocking(self, event: Any) -> None:
         """The async subscription's handler (``block``): wait for room."""
@@ -298,8 +331,8 @@ class EventStream:
 
     Made by :meth:`ringbus.EventBus.stream`. Events are buffered as drains
     deliver them (in any thread) and handed out in seq order. Breaking out
-    of the loop, :meth:`aclose` or dropping the stream ends its
-    subscription.
+    of the loop, :meth:`aclose`, cancelling a task waiting for its next
+    event, or dropping the stream ends its subscription.
 
     Attributes
     ----------
@@ -331,6 +364,7 @@ class EventStream:
         bus, state = self._bus, self._state
         if state.closed:
             return
+        state.bus = bus
         if state.overflow == "block":
             state.sub_id = bus.subscribe_async(
                 state.offer_blocking, kinds=self._kinds, name="stream"
@@ -385,7 +419,11 @@ class EventStream:
                 loop = asyncio.get_running_loop()
                 future: asyncio.Future[None] = loop.create_future()
                 state.waiter = (loop, future)
-            await future
+            try:
+                await future
+            except asyncio.CancelledError:
+                self.close()  # a cancelled reader has stopped reading: end the stream
+                raise
 
     async def aclose(self) -> None:
         """End the stream: unsubscribe it; buffered events are dropped."""
@@ -395,22 +433,8 @@ class EventStream:
         """End the stream (from any thread); the unsubscription happens on the owner thread."""
         state = self._state
         with state.lock:
-            already = state.closed and state.sub_id is None
-            state.closed = True
             state.buffer.clear()
-            state.free_space()
-            state.wake()
-        if already:
-            return
-        bus = self._bus
-
-        def unsubscribe() -> None:
-            sub_id, state.sub_id = state.sub_id, None
-            if sub_id is not None:
-                with contextlib.suppress(KeyError):
-                    bus.unsubscribe(sub_id)
-
-        bus._async_tier().on_owner_thread(unsubscribe)
+        state.end()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown

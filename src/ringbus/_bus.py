@@ -307,11 +307,23 @@ class EventBusBase(_Core):
             )
         for listener in tuple(self._drain_starts):
             listener()
+        dead_letters = self._dead_letters
         try:
             total, errors = await tier.drain(rounds, super().drain)
         finally:
-            for listener in tuple(self._drain_ends):
-                listener()
+            # Retries due now are awaited after the listeners, not run by them.
+            dead_letters.hold_retries = True
+            try:
+                for listener in tuple(self._drain_ends):
+                    listener()
+            finally:
+                dead_letters.hold_retries = False
+        if dead_letters.listening and dead_letters.retries:
+            tier.running = True
+            try:
+                await dead_letters.run_due_async(self.tick, tier.call)
+            finally:
+                tier.running = False
         left = self.pending_count()
         if rounds > 1 and left:
             cascade = CascadeLimitError(cascade_limit_message(rounds, left))

@@ -601,7 +601,7 @@ class RingCore:
                         "the bus yet: drain() first, then ask for it again"
                     )
                 return producer
-        producer = Producer(self, name)
+        producer = Producer._made(self, name)
         self._producers.append(producer)
         return producer
 
@@ -967,12 +967,24 @@ class Producer:
 
     __slots__ = ("_closed", "_core", "_inbox", "_lock", "_name")
 
-    def __init__(self, core: RingCore, name: str) -> None:
-        self._core = core
-        self._name = name
-        self._inbox: list[InboxEntry] = []
-        self._closed = False
-        self._lock = threading.Lock()
+    _core: RingCore
+    _name: str
+    _inbox: list[InboxEntry]
+    _closed: bool
+    _lock: threading.Lock
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("make producers with bus.producer(name)")
+
+    @classmethod
+    def _made(cls, core: RingCore, name: str) -> Producer:
+        producer = _new(cls)
+        producer._core = core
+        producer._name = name
+        producer._inbox = []
+        producer._closed = False
+        producer._lock = threading.Lock()
+        return producer
 
     @property
     def name(self) -> str:
