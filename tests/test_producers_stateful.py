@@ -119,7 +119,7 @@ def make_machine(backend: Any) -> type[RuleBasedStateMachine]:
         def model_drain(self) -> int:
             # Inboxes enter in producer order while the pending queue has room.
             full = False
-            for name, inbox in self.inboxes.items():
+            for inbox in self.inboxes.values():
                 while inbox and not full:
                     if len(self.pending) >= MAX_PENDING:
                         full = True

@@ -271,24 +271,33 @@ class _StreamState:
             _resolve_soon(loop, future)
 
     def offer(self, event: Any) -> None:
-        """The sync subscription's handler (``drop_oldest`` and ``raise``)."""
-        if self.closed or event.seq <= self.cursor:
+        """The sync subscription's handler (``drop_oldest`` and ``raise``).
+
+        Only the drain's thread appends; the reader pops from the other end
+        (a deque's ends are thread-safe), and the lock is taken only to hand
+        over a wake-up.
+        """
+        if event.seq <= self.cursor or self.closed:
             return
-        with self.lock:
-            full = len(self.buffer) >= self.maxsize
-            if not full or self.overflow != "raise":
-                if full:
-                    self.buffer.popleft()
-                    self.dropped += 1
-                self.buffer.append(event)
+        buffer = self.buffer
+        if len(buffer) >= self.maxsize:
+            if self.overflow == "raise":
+                self.overflowed(event)
+            with contextlib.suppress(IndexError):  # the reader may have emptied it meanwhile
+                buffer.popleft()
+                self.dropped += 1
+        buffer.append(event)
+        if self.waiter is not None:
+            with self.lock:
                 self.wake()
-                return
-            error = self.error = StreamOverflowError(
-                f"stream buffer is full ({self.maxsize} events its consumer has not "
-                f"read); seq={event.seq} and later are not in it and the stream is "
-                "closed: read faster, raise maxsize, or use overflow='drop_oldest' "
-                "or 'block'"
-            )
+
+    def overflowed(self, event: Any) -> None:
+        error = self.error = StreamOverflowError(
+            f"stream buffer is full ({self.maxsize} events its consumer has not "
+            f"read); seq={event.seq} and later are not in it and the stream is "
+            "closed: read faster, raise maxsize, or use overflow='drop_oldest' "
+            "or 'block'"
+        )
         self.end()  # the subscription ends with the stream
         raise error
 
@@ -404,13 +413,15 @@ class EventStream:
 
     async def __anext__(self) -> Any:
         state = self._state
+        buffer = state.buffer
         while True:
-            with state.lock:
-                if state.buffer:
-                    event = state.buffer.popleft()
-                    if state.space:
+            if buffer:
+                event = buffer.popleft()
+                if state.space:
+                    with state.lock:
                         state.free_space()
-                    return event
+                return event
+            with state.lock:
                 if state.error is not None:
                     error, state.error = state.error, None
                     raise error
@@ -418,7 +429,12 @@ class EventStream:
                     raise StopAsyncIteration
                 loop = asyncio.get_running_loop()
                 future: asyncio.Future[None] = loop.create_future()
+                # Set before the buffer is looked at again: an event appended
+                # after that look finds the waiter and wakes it.
                 state.waiter = (loop, future)
+                if buffer:
+                    state.waiter = None
+                    continue
             try:
                 await future
             except asyncio.CancelledError:
