@@ -345,3 +345,60 @@ def test_restore_needs_empty_inboxes(backend: Any) -> None:
     bus.producer("p").publish("K")
     with pytest.raises(ValueError, match="fresh bus"):
         bus.restore(snapshot)
+
+
+# -- the two cores agree -----------------------------------------------------------
+
+
+def outcome_of(call: Callable[[], Any]) -> tuple[str, str]:
+    try:
+        return ("ok", repr(call()))
+    except Exception as error:  # compared across cores
+        text = str(error)
+        # thread idents differ between runs: compare the message around them
+        if isinstance(error, WrongThreadError):
+            text = " ".join(word for word in text.split() if not word.rstrip(",").isdigit())
+        return (type(error).__name__, text)
+
+
+def producer_script(backend: Any) -> list[tuple[str, str]]:
+    bus = backend.bus(max_pending=4, max_payload_items=2)
+    seen = received(bus)
+    p = bus.producer("p")
+    q = bus.producer("q")
+    steps: list[Callable[[], Any]] = [
+        lambda: p.publish("A", payload={"x": 1, "y": 2, "z": 3}),
+        lambda: p.publish("B", 3, 1, tags=["t"], subject_id="s"),
+        lambda: q.publish("C", payload=[("k", (1, 2))]),
+        lambda: p.publish(None),
+        lambda: p.publish("A", day=-2),
+        lambda: p.publish("A", payload={"__truncated__": True}),
+        lambda: p.publish("A", payload={1: 2}),
+        lambda: q.publish("A", tags=[1]),
+        lambda: bus.producer(""),
+        lambda: bus.producer("p") is p,
+        lambda: in_thread(lambda: bus.publish("X")),
+        lambda: in_thread(lambda: bus.drain()),
+        lambda: in_thread(lambda: bus.producer("r")),
+        lambda: [q.publish("D") for _ in range(3)],
+        lambda: bus.drain(),
+        lambda: (len(p), len(q)),
+        lambda: bus.snapshot().get("producers"),
+        lambda: bus.close_producers(),
+        lambda: q.publish("E"),
+        lambda: bus.producer("q"),
+        lambda: bus.drain(),
+        lambda: [x.name for x in bus.producers()],
+        lambda: seen,
+        lambda: bus.stats(),
+    ]
+    return [outcome_of(step) for step in steps]
+
+
+def test_both_cores_give_the_same_results_and_messages(
+    both_backends: tuple[Any, ...],
+) -> None:
+    runs = [producer_script(backend) for backend in both_backends]
+    assert all(run == runs[0] for run in runs)
+    kinds = [outcome[0] for outcome in runs[0]]
+    assert {"TypeError", "ValueError", "WrongThreadError", "ProducerClosedError"} <= set(kinds)
