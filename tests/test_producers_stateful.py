@@ -54,6 +54,11 @@ def make_machine(backend: Any) -> type[RuleBasedStateMachine]:
             self.pending: list[tuple[int, str, str]] = []
             self.seq = 0
             self.count = 0
+            self.loop = asyncio.new_event_loop()
+
+        def teardown(self) -> None:
+            if hasattr(self, "loop"):
+                self.loop.close()
 
         def new_bus(self) -> Any:
             bus = backend.bus(max_pending=MAX_PENDING)
@@ -145,7 +150,7 @@ def make_machine(backend: Any) -> type[RuleBasedStateMachine]:
         def drain(self, asynchronous: bool) -> None:
             expected = self.model_drain()
             if asynchronous:
-                assert asyncio.run(self.bus.drain_async()) == expected
+                assert self.loop.run_until_complete(self.bus.drain_async()) == expected
             else:
                 assert self.bus.drain() == expected
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
@@ -56,6 +57,7 @@ from ._snapshot import (
 __all__ = ["SNAPSHOT_FORMAT", "SNAPSHOT_VERSION", "EventBus", "bus_class_for"]
 
 logger = logging.getLogger("ringbus")
+_TIER_LOCK = threading.Lock()
 
 
 if TYPE_CHECKING:
@@ -125,7 +127,10 @@ class EventBusBase(_Core):
     def _async_tier(self) -> AsyncTier:
         tier = self._tier
         if tier is None:
-            tier = self._tier = AsyncTier(self)
+            with _TIER_LOCK:  # a stream may be made in another thread
+                tier = self._tier
+                if tier is None:
+                    tier = self._tier = AsyncTier(self)
         return tier
 
     @property
