@@ -182,6 +182,16 @@ class EventBusBase(_Core):
         -------
         int
             The subscription id, for :meth:`unsubscribe`.
+
+        Raises
+        ------
+        TypeError
+            ``handler`` is an ``async def`` callable: ``drain()`` could never
+            await it; use :meth:`subscribe_async`. (A plain handler that
+            returns an awaitable is a handler error at delivery, never a
+            delivery.)
+        WrongThreadError
+            Called from a thread other than the bus's owner.
         """
         self._check_owner("subscribe")
         if is_async_callable(handler):
