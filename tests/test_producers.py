@@ -395,6 +395,7 @@ def producer_script(backend: Any) -> list[tuple[str, str]]:
     return [outcome_of(step) for step in steps]
 
 
+@pytest.mark.c_extension  # compares the two cores
 def test_both_cores_give_the_same_results_and_messages(
     both_backends: tuple[Any, ...],
 ) -> None:

@@ -12,6 +12,8 @@ import hashlib
 import threading
 from typing import Any
 
+import pytest
+
 WORKERS = 4
 EVENTS_PER_WORKER = 50_000
 RUNS = 10
@@ -49,6 +51,7 @@ def one_run(backend: Any) -> str:
     return hashlib.sha256(stream.encode()).hexdigest()
 
 
+@pytest.mark.c_extension  # compares the two cores
 def test_producer_threads_give_one_stream_across_runs_and_cores(
     both_backends: tuple[Any, ...],
 ) -> None:

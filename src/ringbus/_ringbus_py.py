@@ -227,6 +227,120 @@ def _fill_event(
     _set(event, "tags", tags)
 
 
+class Producer:
+    """A handle that publishes into a bus from any thread.
+
+    Made by :meth:`RingCore.producer`. :meth:`publish` checks the event at
+    once (its errors go to the caller) and puts it in the producer's inbox;
+    the inbox enters the bus at the start of the owner thread's next drain.
+    """
+
+    __slots__ = ("_closed", "_core", "_inbox", "_lock", "_name")
+
+    _core: RingCore
+    _name: str
+    _inbox: list[InboxEntry]
+    _closed: bool
+    _lock: threading.Lock
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("make producers with bus.producer(name)")
+
+    @classmethod
+    def _made(cls, core: RingCore, name: str) -> Producer:
+        producer = _new(cls)
+        producer._core = core
+        producer._name = name
+        producer._inbox = []
+        producer._closed = False
+        producer._lock = threading.Lock()
+        return producer
+
+    @property
+    def name(self) -> str:
+        """The producer's name."""
+        return self._name
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` (or the bus's ``close_producers``) closed it."""
+        return self._closed
+
+    def publish(
+        self,
+        kind: str,
+        tick: int | None = None,
+        day: int | None = None,
+        *,
+        polity_id: str | None = None,
+        ward_id: str | None = None,
+        actor_id: str | None = None,
+        subject_id: str | None = None,
+        payload: object = None,
+        tags: object = (),
+    ) -> None:
+        """Check one event and put it in the inbox; any thread may call this.
+
+        Arguments as the bus's ``publish``; the seq is given when the event
+        enters the bus (at the start of the next drain), so none is
+        returned. A disabled bus keeps nothing.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A field is of the wrong type or value.
+        ProducerClosedError
+            The producer is closed.
+        """
+        core = self._core
+        if not core._enabled:
+            return
+        if self._closed:
+            raise ProducerClosedError(producer_closed_message(self._name))
+        entry = core._inbox_entry(
+            kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
+        )
+        with self._lock:
+            if self._closed:
+                raise ProducerClosedError(producer_closed_message(self._name))
+            self._inbox.append(entry)
+
+    def close(self) -> int:
+        """Refuse further events; return how many are still waiting in the inbox."""
+        return self._close()
+
+    def _close(self) -> int:
+        with self._lock:
+            self._closed = True
+            return len(self._inbox)
+
+    def _take(self) -> list[InboxEntry]:
+        with self._lock:
+            batch = self._inbox
+            self._inbox = []
+        return batch
+
+    def _put_back(self, rest: list[InboxEntry]) -> None:
+        if rest:
+            with self._lock:
+                self._inbox[:0] = rest
+
+    def _put_back_last(self, entries: list[InboxEntry]) -> None:
+        with self._lock:
+            self._inbox.extend(entries)
+
+    def _entries(self) -> list[InboxEntry]:
+        with self._lock:
+            return list(self._inbox)
+
+    def __len__(self) -> int:
+        return len(self._inbox)
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<Producer {self._name!r}{state} inbox={len(self._inbox)}>"
+
+
 class RingCore:
     """The ring, the seq counter, the pending queue and the drain loop.
 
@@ -955,117 +1069,3 @@ class RingCore:
             "pending": len(self._pending) - len(self._done),
             "retained": len(self._ring),
         }
-
-
-class Producer:
-    """A handle that publishes into a bus from any thread.
-
-    Made by :meth:`RingCore.producer`. :meth:`publish` checks the event at
-    once (its errors go to the caller) and puts it in the producer's inbox;
-    the inbox enters the bus at the start of the owner thread's next drain.
-    """
-
-    __slots__ = ("_closed", "_core", "_inbox", "_lock", "_name")
-
-    _core: RingCore
-    _name: str
-    _inbox: list[InboxEntry]
-    _closed: bool
-    _lock: threading.Lock
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        raise TypeError("make producers with bus.producer(name)")
-
-    @classmethod
-    def _made(cls, core: RingCore, name: str) -> Producer:
-        producer = _new(cls)
-        producer._core = core
-        producer._name = name
-        producer._inbox = []
-        producer._closed = False
-        producer._lock = threading.Lock()
-        return producer
-
-    @property
-    def name(self) -> str:
-        """The producer's name."""
-        return self._name
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` (or the bus's ``close_producers``) closed it."""
-        return self._closed
-
-    def publish(
-        self,
-        kind: str,
-        tick: int | None = None,
-        day: int | None = None,
-        *,
-        polity_id: str | None = None,
-        ward_id: str | None = None,
-        actor_id: str | None = None,
-        subject_id: str | None = None,
-        payload: object = None,
-        tags: object = (),
-    ) -> None:
-        """Check one event and put it in the inbox; any thread may call this.
-
-        Arguments as the bus's ``publish``; the seq is given when the event
-        enters the bus (at the start of the next drain), so none is
-        returned. A disabled bus keeps nothing.
-
-        Raises
-        ------
-        TypeError, ValueError
-            A field is of the wrong type or value.
-        ProducerClosedError
-            The producer is closed.
-        """
-        core = self._core
-        if not core._enabled:
-            return
-        if self._closed:
-            raise ProducerClosedError(producer_closed_message(self._name))
-        entry = core._inbox_entry(
-            kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
-        )
-        with self._lock:
-            if self._closed:
-                raise ProducerClosedError(producer_closed_message(self._name))
-            self._inbox.append(entry)
-
-    def close(self) -> int:
-        """Refuse further events; return how many are still waiting in the inbox."""
-        return self._close()
-
-    def _close(self) -> int:
-        with self._lock:
-            self._closed = True
-            return len(self._inbox)
-
-    def _take(self) -> list[InboxEntry]:
-        with self._lock:
-            batch = self._inbox
-            self._inbox = []
-        return batch
-
-    def _put_back(self, rest: list[InboxEntry]) -> None:
-        if rest:
-            with self._lock:
-                self._inbox[:0] = rest
-
-    def _put_back_last(self, entries: list[InboxEntry]) -> None:
-        with self._lock:
-            self._inbox.extend(entries)
-
-    def _entries(self) -> list[InboxEntry]:
-        with self._lock:
-            return list(self._inbox)
-
-    def __len__(self) -> int:
-        return len(self._inbox)
-
-    def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
-        return f"<Producer {self._name!r}{state} inbox={len(self._inbox)}>"
