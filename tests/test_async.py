@@ -544,3 +544,26 @@ def test_stream_read_in_a_loop_while_another_thread_drains(backend: Any) -> None
         return got_early
 
     assert asyncio.run(main()) == list(range(1, total + 1))
+
+
+def test_tracked_async_deliveries_end_when_their_coroutine_does(backend: Any) -> None:
+    bus = backend.bus(error_policy="log")
+    bus.track_deliveries(10)
+    states: list[str] = []
+
+    async def handler(event: Any) -> None:
+        states.append(bus.delivery_states(seq=event.seq)[0]["state"])
+        await asyncio.sleep(0)
+        if event.kind == "BAD":
+            raise ValueError("bad")
+
+    bus.subscribe_async(handler, name="h")
+    bus.publish("GOOD")
+    bus.publish("BAD")
+    asyncio.run(bus.drain_async())
+    assert states == ["processing", "processing"]
+    assert [(s["seq"], s["state"]) for s in bus.delivery_states()] == [
+        (1, "completed"),
+        (2, "failed"),
+    ]
+    assert bus.stats()["delivered"] == 1 and bus.stats()["handler_errors"] == 1

@@ -15,7 +15,7 @@ waiting for a drain when asked.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +129,12 @@ class DeliveryTracker:
             record.state = "failed"
             record.error = f"{type(error).__name__}: {error}"
             raise
+        # An async subscription's call starts a coroutine that drain_async
+        # awaits next: the delivery is done only when that coroutine is.
+        awaiting = getattr(getattr(handler, "tier", None), "awaiting", None)
+        if awaiting:
+            awaiting[-1] = _settled(record, awaiting[-1])
+            return result
         record.state = "completed"
         return result
 
@@ -156,6 +162,17 @@ class DeliveryTracker:
                 raise ValueError(f"malformed delivery record in snapshot: {item!r}")
             tracker.records[(record.seq, record.sub_id)] = record
         return tracker
+
+
+async def _settled(record: DeliveryRecord, coroutine: Awaitable[object]) -> None:
+    """Await an async handler's coroutine, recording how its delivery ended."""
+    try:
+        await coroutine
+    except Exception as error:
+        record.state = "failed"
+        record.error = f"{type(error).__name__}: {error}"
+        raise
+    record.state = "completed"
 
 
 class TrackedHandler:
