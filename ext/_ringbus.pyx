@@ -777,6 +777,7 @@ cdef class RingCore:
     # Producers in the order they were made: their inboxes enter the ring in
     # this order at the start of each drain.
     cdef list _producers
+    cdef bint _inboxes_held
 
     def __cinit__(self, *args, **kwargs):
         self._owner = PyThread_get_thread_ident()
@@ -1497,6 +1498,11 @@ cdef class RingCore:
                 ]
         return 0
 
+    def _hold_inboxes(self, held):
+        """While held, :meth:`drain` leaves the inboxes for a later drain (drain_async's
+        later rounds: inboxes enter once per drain, at its start)."""
+        self._inboxes_held = bool(held)
+
     def _inboxes(self):
         """Each producer's name and a copy of its inbox (payloads as pairs), in order."""
         cdef Producer producer
@@ -1690,7 +1696,7 @@ cdef class RingCore:
                 "drain() was called from inside a handler; events published by "
                 "handlers are dispatched by the next drain (or round)"
             )
-        if self._producers:
+        if self._producers and not self._inboxes_held:
             self._enter_inboxes()
         self._draining = True
         try:

@@ -567,3 +567,33 @@ def test_tracked_async_deliveries_end_when_their_coroutine_does(backend: Any) ->
         (2, "failed"),
     ]
     assert bus.stats()["delivered"] == 1 and bus.stats()["handler_errors"] == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_inboxes_enter_once_per_drain_in_both_drains(backend: Any, asynchronous: bool) -> None:
+    bus = backend.bus(cascade_rounds=3)
+    producer = bus.producer("p")
+    seen: list[tuple[int, str]] = []
+
+    async def async_record(event: Any) -> None:
+        seen.append((event.seq, event.kind))
+
+    def handler(event: Any) -> None:
+        if event.kind == "FIRST":
+            producer.publish("LATER")  # waits for the next drain, not the next round
+            bus.publish("CASCADE")
+
+    bus.subscribe(handler)
+    if asynchronous:
+        bus.subscribe_async(async_record)
+    else:
+        bus.subscribe(lambda event: seen.append((event.seq, event.kind)))
+    producer.publish("FIRST")
+
+    def drain() -> int:
+        return asyncio.run(bus.drain_async()) if asynchronous else bus.drain()
+
+    assert drain() == 2
+    assert len(producer) == 1
+    assert drain() == 1
+    assert seen == [(1, "FIRST"), (2, "CASCADE"), (3, "LATER")]

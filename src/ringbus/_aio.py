@@ -139,15 +139,19 @@ class AsyncTier:
         try:
             # Events a cancelled drain_async had collected and not dispatched go first.
             await self.dispatch(errors)
-            for _ in range(rounds):
-                if not bus.pending_count() and not any(len(p) for p in bus.producers()):
+            for round_index in range(rounds):
+                first = round_index == 0
+                if not bus.pending_count() and not (first and any(map(len, bus.producers()))):
                     break
                 self.collecting = True
                 bus._invalidate_routes()
+                # Inboxes enter once, at the start of the drain, as in drain().
+                bus._hold_inboxes(not first)
                 before = len(self.carry)
                 try:
                     total += core_drain(1)
                 finally:
+                    bus._hold_inboxes(False)
                     self.collecting = False
                     bus._invalidate_routes()
                 # The collecting entries were counted as deliveries: take them back.

@@ -407,6 +407,7 @@ class RingCore:
         # Producers in the order they were made: their inboxes enter the ring
         # in this order at the start of each drain.
         self._producers: list[Producer] = []
+        self._inboxes_held = False
 
     def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError(f"{type(self).__name__} cannot be pickled: use snapshot()")
@@ -832,6 +833,11 @@ class RingCore:
             if any(p._closed and not p._inbox for p in self._producers):
                 self._producers = [p for p in self._producers if p._inbox or not p._closed]
 
+    def _hold_inboxes(self, held: bool) -> None:
+        """While held, :meth:`drain` leaves the inboxes for a later drain (drain_async's
+        later rounds: inboxes enter once per drain, at its start)."""
+        self._inboxes_held = bool(held)
+
     def _inboxes(self) -> list[tuple[str, list[InboxEntry]]]:
         """Each producer's name and a copy of its inbox (payloads as pairs), in order."""
         return [(p._name, p._entries()) for p in self._producers]
@@ -950,7 +956,7 @@ class RingCore:
                 "drain() was called from inside a handler; events published by "
                 "handlers are dispatched by the next drain (or round)"
             )
-        if self._producers:
+        if self._producers and not self._inboxes_held:
             self._enter_inboxes()
         self._draining = True
         errors: list[Exception] = []
