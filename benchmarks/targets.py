@@ -21,11 +21,13 @@ must then miss. The tests use it to show the gate can fail.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import gc
 import importlib.util
 import statistics
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
@@ -410,6 +412,265 @@ def redis_sink(ctx: Context, case: str) -> Trial:
     )
 
 
+def _ticks_sampler(
+    step: Callable[[int], None], events_per_tick: int, clock: Callable[[], int] = CLOCK
+) -> Callable[[], float]:
+    """A sampler: ns per event over ``SAMPLE_EVENTS`` events of ``step(tick)`` ticks."""
+    ticks = max(1, SAMPLE_EVENTS // events_per_tick)
+    state = {"tick": 0}
+
+    def sample() -> float:
+        tick = state["tick"]
+        start = clock()
+        for _ in range(ticks):
+            tick += 1
+            step(tick)
+        elapsed = clock() - start
+        state["tick"] = tick
+        return elapsed / (ticks * events_per_tick)
+
+    return sample
+
+
+def producer_publish(ctx: Context, case: str) -> Trial:
+    """S1 through one producer (publish, then drain) vs plain S1, ns per event."""
+    batch = make_batch(SCENARIOS["S1"].events_per_tick)
+    cls = bus_class_for(ctx.core)
+    plain, through = cls(), cls()
+    producer = through.producer("worker")
+
+    def plain_tick(tick: int) -> None:
+        plain.set_clock(tick, tick // 100)
+        publish = plain.publish
+        for kind, payload in batch:
+            publish(kind, payload=payload)
+        plain.drain()
+
+    def producer_tick(tick: int) -> None:
+        through.set_clock(tick, tick // 100)
+        publish = producer.publish
+        for kind, payload in batch:
+            publish(kind, payload=payload)
+        through.drain()
+
+    samplers = {
+        "producer.publish": _ticks_sampler(producer_tick, len(batch)),
+        "publish": _ticks_sampler(plain_tick, len(batch)),
+    }
+    warm_up(samplers, ctx.warmup_events)
+
+    def verify() -> None:
+        assert through.latest_seq() == plain.latest_seq() > 0, "the producer's events are lost"
+        assert through.pending_count() == 0 and len(producer) == 0
+
+    return Trial(
+        samplers,
+        lambda m: m["producer.publish"] / m["publish"],
+        "producer.publish",
+        "publish",
+        verify=verify,
+    )
+
+
+#: Events per sample of the thread target: thread hand-offs cost tens of
+#: microseconds, kept small beside the work.
+THREAD_SAMPLE_EVENTS = 20_000
+
+
+def producer_threads(ctx: Context, case: str) -> Trial:
+    """Events per second published by 4 producer threads vs by 1, then drained.
+
+    Worker threads stay up between samples and are released by a barrier,
+    on both sides alike. Process CPU time counts every thread's work.
+    """
+    batch = make_batch(100)
+    cls = bus_class_for(ctx.core)
+    pools: list[Any] = []
+
+    def pool(workers: int) -> Callable[[], float]:
+        bus = cls(EventBusConfig(max_pending=THREAD_SAMPLE_EVENTS))
+        producers = [bus.producer(f"w{n}") for n in range(workers)]
+        share = THREAD_SAMPLE_EVENTS // workers
+        go = threading.Barrier(workers + 1)
+        done = threading.Barrier(workers + 1)
+        stop = [False]
+
+        def work(producer: Any) -> None:
+            publish = producer.publish
+            while True:
+                go.wait()
+                if stop[0]:
+                    return
+                for n in range(share):
+                    kind, payload = batch[n % 100]
+                    publish(kind, payload=payload)
+                done.wait()
+
+        threads = [threading.Thread(target=work, args=(p,), daemon=True) for p in producers]
+        for thread in threads:
+            thread.start()
+        pools.append((stop, go, threads, bus))
+
+        def sample() -> float:
+            start = time.process_time_ns()
+            go.wait()
+            done.wait()
+            bus.drain()
+            elapsed = time.process_time_ns() - start
+            return THREAD_SAMPLE_EVENTS / (elapsed / 1e9)
+
+        return sample
+
+    samplers = {"4 threads": pool(4), "1 thread": pool(1)}
+    warm_up(samplers, ctx.warmup_events)
+
+    def verify() -> None:
+        for stop, go, threads, bus in pools:
+            stop[0] = True
+            go.wait()
+            for thread in threads:
+                thread.join()
+            assert bus.latest_seq() % THREAD_SAMPLE_EVENTS == 0 and bus.latest_seq() > 0
+
+    return Trial(
+        samplers,
+        lambda m: m["4 threads"] / m["1 thread"],
+        "4 threads",
+        "1 thread",
+        unit="/s",
+        verify=verify,
+    )
+
+
+def stream_reader(ctx: Context, case: str) -> Trial:
+    """S2 read through ``async for`` over ``bus.stream()`` vs a sync subscriber."""
+    batch = make_batch(SCENARIOS["S2"].events_per_tick)
+    cls = bus_class_for(ctx.core)
+    sync_bus, stream_bus = cls(), cls()
+    counted = [0]
+
+    def count(event: Any) -> None:
+        counted[0] += 1
+
+    sync_bus.subscribe(count)
+    loop = asyncio.new_event_loop()
+    stream = stream_bus.stream(maxsize=SAMPLE_EVENTS + len(batch))
+    read = [0]
+    ticks = SAMPLE_EVENTS // len(batch)
+
+    async def read_ticks(tick: int) -> None:
+        left = 0
+        for step in range(tick, tick + ticks):
+            stream_bus.set_clock(step, step // 100)
+            publish = stream_bus.publish
+            for kind, payload in batch:
+                publish(kind, payload=payload)
+            stream_bus.drain()
+            left += len(batch)
+            async for _event in stream:
+                left -= 1
+                if not left:
+                    break
+        read[0] += ticks * len(batch)
+
+    def sync_tick(tick: int) -> None:
+        sync_bus.set_clock(tick, tick // 100)
+        publish = sync_bus.publish
+        for kind, payload in batch:
+            publish(kind, payload=payload)
+        sync_bus.drain()
+
+    state = {"tick": 0}
+
+    def stream_sample() -> float:
+        tick = state["tick"] + 1
+        start = CLOCK()
+        loop.run_until_complete(read_ticks(tick))
+        elapsed = CLOCK() - start
+        state["tick"] = tick + ticks
+        return elapsed / (ticks * len(batch))
+
+    samplers = {
+        "async for": stream_sample,
+        "subscriber": _ticks_sampler(sync_tick, len(batch)),
+    }
+    warm_up(samplers, ctx.warmup_events)
+
+    def verify() -> None:
+        assert read[0] == stream_bus.latest_seq() > 0, "the stream missed events"
+        assert stream.dropped == 0
+        assert counted[0] == sync_bus.latest_seq() > 0
+        stream.close()
+        loop.close()
+
+    return Trial(
+        samplers,
+        lambda m: m["async for"] / m["subscriber"],
+        "async for",
+        "subscriber",
+        verify=verify,
+    )
+
+
+def drain_async(ctx: Context, case: str) -> Trial:
+    """S2 drained by ``await drain_async()`` vs ``drain()``, only sync handlers."""
+    batch = make_batch(SCENARIOS["S2"].events_per_tick)
+    cls = bus_class_for(ctx.core)
+    sync_bus, async_bus = cls(), cls()
+    counted = {"drain": [0], "drain_async": [0]}
+    for bus, key in ((sync_bus, "drain"), (async_bus, "drain_async")):
+        cell = counted[key]
+
+        def count(event: Any, cell: list[int] = cell) -> None:
+            cell[0] += 1
+
+        bus.subscribe(count)
+    loop = asyncio.new_event_loop()
+    ticks = SAMPLE_EVENTS // len(batch)
+
+    async def async_ticks(tick: int) -> None:
+        for step in range(tick, tick + ticks):
+            async_bus.set_clock(step, step // 100)
+            publish = async_bus.publish
+            for kind, payload in batch:
+                publish(kind, payload=payload)
+            await async_bus.drain_async()
+
+    async def sync_ticks(tick: int) -> None:
+        for step in range(tick, tick + ticks):
+            sync_bus.set_clock(step, step // 100)
+            publish = sync_bus.publish
+            for kind, payload in batch:
+                publish(kind, payload=payload)
+            sync_bus.drain()
+
+    def sampler(run: Callable[[int], Any]) -> Callable[[], float]:
+        state = {"tick": 0}
+
+        def sample() -> float:
+            tick = state["tick"] + 1
+            start = CLOCK()
+            loop.run_until_complete(run(tick))
+            elapsed = CLOCK() - start
+            state["tick"] = tick + ticks
+            return elapsed / (ticks * len(batch))
+
+        return sample
+
+    # Both sides run inside the event loop, so only the drains differ.
+    samplers = {"drain_async": sampler(async_ticks), "drain": sampler(sync_ticks)}
+    warm_up(samplers, ctx.warmup_events)
+
+    def verify() -> None:
+        for key, bus in (("drain", sync_bus), ("drain_async", async_bus)):
+            assert counted[key][0] == bus.latest_seq() > 0, f"{key} missed deliveries"
+        loop.close()
+
+    return Trial(
+        samplers, lambda m: m["drain_async"] / m["drain"], "drain_async", "drain", verify=verify
+    )
+
+
 def memory(core: ModuleType, slots: int = 50_000, extra: int = 200_000) -> tuple[float, float]:
     """Bytes per retained event in a full ring, and growth over ``extra`` more events."""
     cls = bus_class_for(core)
@@ -468,6 +729,10 @@ MEASUREMENTS: dict[str, Callable[..., Trial]] = {
     "memory_growth": memory_growth,
     "journal": journal,
     "redis_sink": redis_sink,
+    "producer_publish": producer_publish,
+    "producer_threads": producer_threads,
+    "stream_reader": stream_reader,
+    "drain_async": drain_async,
 }
 
 

@@ -21,19 +21,27 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.unicode cimport PyUnicode_CompareWithASCIIString, PyUnicode_GET_LENGTH
 from cpython.dict cimport PyDict_Next, PyDict_SetItem
 from cpython.tuple cimport PyTuple_New
+from cpython.pythread cimport PyThread_get_thread_ident
 
 from collections import deque
+from inspect import isawaitable as _isawaitable
 
 from ringbus._errors import (
     CascadeLimitError,
     PendingOverflowError,
+    ProducerClosedError,
     RingFullError,
+    WrongThreadError,
     cascade_limit_message,
     clock_back_message,
     event_before_clock_message,
     handler_errors_message,
+    inbox_refused_note,
     pending_overflow_message,
+    producer_closed_message,
+    refuse_awaitable,
     ring_full_message,
+    wrong_thread_message,
 )
 from ringbus._limits import ROUTE_CACHE_LIMIT, check_ring_size
 from ringbus._normalise import (
@@ -114,7 +122,7 @@ cdef extern from *:
     """
     bint RINGBUS_INT_COMPACT(PyObject* o) noexcept
 
-__all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEvent"]
+__all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "Producer", "RingCore", "WorldEvent"]
 
 
 # Per-slot layout: four 64-bit ints in _meta, then object pointers in _objs.
@@ -556,6 +564,174 @@ cdef class WorldEvent:
         return cls(*event_args_from_dict(data, FIELDS))
 
 
+cdef tuple _make_entry(
+    Py_ssize_t max_items, object kind, object tick, object day, object polity_id, object ward_id,
+    object actor_id, object subject_id, object payload, object tags, bint rebuilding,
+):
+    """Check an event as ``RingCore._publish`` does; return it as an inbox entry."""
+    # The checks of _publish, in the same order; the payload is kept as a
+    # flat tuple of keys and values (the ring's layout), owned by the entry.
+    cdef PyObject* flat[MAX_FLAT]
+    cdef Py_ssize_t count = 0
+    cdef Py_ssize_t i
+    cdef long long tick_value, day_value
+    cdef object pairs
+    cdef tuple packed
+    if type(kind) is not str or PyUnicode_GET_LENGTH(kind) == 0:
+        kind = check_kind(kind)
+    tick_value = -1 if tick is None else _clock_arg("tick", tick)
+    day_value = -1 if day is None else _clock_arg("day", day)
+    if polity_id is not None and type(polity_id) is not str:
+        polity_id = check_id("polity_id", polity_id)
+    if ward_id is not None and type(ward_id) is not str:
+        ward_id = check_id("ward_id", ward_id)
+    if actor_id is not None and type(actor_id) is not str:
+        actor_id = check_id("actor_id", actor_id)
+    if subject_id is not None and type(subject_id) is not str:
+        subject_id = check_id("subject_id", subject_id)
+    if payload is not None:
+        if not (
+            type(payload) is dict
+            and len(<dict>payload) <= max_items
+            and _scalar_dict(<dict>payload, flat, &count)
+        ):
+            pairs = normalise_payload(
+                payload, None if rebuilding else max_items
+            )
+            count = len(<tuple>pairs)
+            if count > max_items:
+                raise ValueError(
+                    f"inbox event has {count} payload items, "
+                    f"more than max_payload_items={max_items}"
+                )
+            for i in range(count):
+                flat[2 * i] = _tuple_get(pairs[i], 0)
+                flat[2 * i + 1] = _tuple_get(pairs[i], 1)
+                _incref(flat[2 * i])
+                _incref(flat[2 * i + 1])
+    # flat[:2 * count] holds references of ours: the tuple takes them over.
+    try:
+        packed = PyTuple_New(2 * count)
+    except BaseException:
+        _release(flat, 2 * count)
+        raise
+    for i in range(2 * count):
+        _tuple_set(packed, i, flat[i])
+    if type(tags) is not tuple or not _str_tuple(<tuple>tags):
+        tags = normalise_tags(tags)
+    return (
+        kind, tick_value, day_value, polity_id, ward_id, actor_id, subject_id, packed, tags
+    )
+
+
+@cython.auto_pickle(False)
+cdef class Producer:
+    """A handle that publishes into a bus from any thread.
+
+    Made by :meth:`RingCore.producer`. :meth:`publish` checks the event at
+    once (its errors go to the caller) and puts it in the producer's inbox;
+    the inbox enters the bus at the start of the owner thread's next drain.
+    """
+
+    cdef object _name
+    cdef Py_ssize_t _max_items
+    cdef bint _enabled
+    cdef list _inbox
+    cdef bint _closed
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("make producers with bus.producer(name)")
+
+    @property
+    def name(self):
+        """The producer's name."""
+        return self._name
+
+    @property
+    def closed(self):
+        """Whether :meth:`close` (or the bus's ``close_producers``) closed it."""
+        return self._closed
+
+    def publish(
+        self,
+        kind,
+        tick=None,
+        day=None,
+        *,
+        polity_id=None,
+        ward_id=None,
+        actor_id=None,
+        subject_id=None,
+        payload=None,
+        tags=(),
+    ):
+        """Check one event and put it in the inbox; any thread may call this.
+
+        Arguments as the bus's ``publish``; the seq is given when the event
+        enters the bus (at the start of the next drain), so none is
+        returned. A disabled bus keeps nothing.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A field is of the wrong type or value.
+        ProducerClosedError
+            The producer is closed.
+        """
+        if not self._enabled:
+            return None
+        if self._closed:
+            raise ProducerClosedError(producer_closed_message(self._name))
+        cdef tuple entry = _make_entry(
+            self._max_items, kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags, False
+        )
+        # No Python code runs between reading the inbox and appending to it.
+        with cython.critical_section(self):
+            if self._closed:
+                raise ProducerClosedError(producer_closed_message(self._name))
+            self._inbox.append(entry)
+        return None
+
+    def close(self):
+        """Refuse further events; return how many are still waiting in the inbox."""
+        return self._close()
+
+    cdef Py_ssize_t _close(self):
+        with cython.critical_section(self):
+            self._closed = True
+            return len(self._inbox)
+
+    cdef list _take(self):
+        cdef list empty = []  # allocated first: the swap below runs no code
+        cdef list batch
+        with cython.critical_section(self):
+            batch = self._inbox
+            self._inbox = empty
+        return batch
+
+    cdef int _put_back(self, list rest) except -1:
+        if rest:
+            with cython.critical_section(self):
+                self._inbox[:0] = rest
+        return 0
+
+    cdef int _put_back_last(self, list entries) except -1:
+        with cython.critical_section(self):
+            self._inbox.extend(entries)
+        return 0
+
+    cdef list _entries(self):
+        with cython.critical_section(self):
+            return list(self._inbox)
+
+    def __len__(self):
+        return len(self._inbox)
+
+    def __repr__(self):
+        state = " closed" if self._closed else ""
+        return f"<Producer {self._name!r}{state} inbox={len(self._inbox)}>"
+
+
 @cython.auto_pickle(False)
 cdef class RingCore:
     """The ring, the seq counter, the pending queue and the drain loop.
@@ -609,8 +785,15 @@ cdef class RingCore:
     cdef long long _delivered
     cdef long long _handler_errors
     cdef long long _overwritten
+    cdef unsigned long _owner
+    # Producers in the order they were made: their inboxes enter the ring in
+    # this order at the start of each drain.
+    cdef list _producers
+    cdef bint _inboxes_held
 
     def __cinit__(self, *args, **kwargs):
+        self._owner = PyThread_get_thread_ident()
+        self._producers = []
         self._ring = _Storage(1, O_PAIRS)
         self._max_events = 1
         self._monotonic = True
@@ -679,6 +862,32 @@ cdef class RingCore:
     def __reduce__(self):
         raise TypeError(f"{type(self).__name__} cannot be pickled: use snapshot()")
 
+    # -- the owner thread ------------------------------------------------
+    @property
+    def owner_thread(self):
+        """Ident (``threading.get_ident()``) of the thread the bus belongs to.
+
+        ``publish``, ``ingest``, ``set_clock`` and ``drain`` (and the
+        facade's ``subscribe``, ``unsubscribe`` and ``restore``) raise
+        :class:`~ringbus.WrongThreadError` from any other thread; other
+        threads publish through :meth:`producer` handles.
+        """
+        return self._owner
+
+    def transfer_to_current_thread(self):
+        """Make the calling thread the bus's owner.
+
+        Call it from the thread that takes the bus over, once the previous
+        owner has stopped using it (handed over through a join or a queue).
+        """
+        self._owner = PyThread_get_thread_ident()
+
+    def _check_owner(self, what):
+        """Raise :class:`~ringbus.WrongThreadError` unless called from the owner thread."""
+        cdef unsigned long current = PyThread_get_thread_ident()
+        if current != self._owner:
+            raise WrongThreadError(wrong_thread_message(what, self._owner, current))
+
     # -- configuration -------------------------------------------------
     @property
     def enabled(self):
@@ -734,6 +943,8 @@ cdef class RingCore:
         ValueError
             ``tick`` or ``day`` is before the clock's.
         """
+        if PyThread_get_thread_ident() != self._owner:
+            self._check_owner("set_clock")
         cdef long long tick_value = _clock_arg("tick", tick)
         cdef long long day_value = self._day if day is None else _clock_arg("day", day)
         if self._monotonic and tick_value < self._tick:
@@ -818,6 +1029,8 @@ cdef class RingCore:
         cdef object pairs
         if not self._enabled:
             return 0
+        if PyThread_get_thread_ident() != self._owner:
+            self._check_owner("publish")
         if type(kind) is not str or PyUnicode_GET_LENGTH(kind) == 0:
             kind = check_kind(kind)
         # -1: the bus clock, read when the event is stored.
@@ -870,6 +1083,8 @@ cdef class RingCore:
         cdef Py_ssize_t i, count
         if not self._enabled:
             return 0
+        if PyThread_get_thread_ident() != self._owner:
+            self._check_owner("ingest")
         if type(event) is not WorldEvent:
             raise TypeError(f"ingest() takes a WorldEvent, got {type(event).__name__}")
         built = <WorldEvent>event
@@ -1189,6 +1404,152 @@ cdef class RingCore:
         ring.views[slot] = <PyObject*>event
         return event
 
+    # -- producers ------------------------------------------------------
+    def producer(self, name):
+        """The producer handle called ``name``: its ``publish`` may be called from any thread.
+
+        A producer's events wait in its inbox and enter the ring at the start
+        of the next :meth:`drain` on the owner thread, where they get their
+        seqs: producers in the order they were made, each one's events in
+        the order it published them. Asking again for a name returns the
+        same handle.
+
+        Raises
+        ------
+        TypeError
+            ``name`` is not a non-empty str.
+        ValueError
+            The producer of that name was closed and its inbox is not empty yet.
+        """
+        if type(name) is not str or not name:
+            raise TypeError(f"producer name must be a non-empty str, got {name!r}")
+        self._check_owner("producer")
+        cdef Producer producer
+        for item in self._producers:
+            producer = <Producer>item
+            if producer._name == name:
+                if producer._closed:
+                    raise ValueError(
+                        f"producer {name!r} is closed and its events have not entered "
+                        "the bus yet: drain() first, then ask for it again"
+                    )
+                return producer
+        producer = Producer.__new__(Producer)
+        producer._name = name
+        producer._max_items = self._max_payload_items
+        producer._enabled = self._enabled
+        producer._inbox = []
+        producer._closed = False
+        self._producers.append(producer)
+        return producer
+
+    def producers(self):
+        """The producers, in the order their inboxes enter the ring."""
+        return list(self._producers)
+
+    def close_producers(self):
+        """Close every producer; return how many of their events are still in inboxes.
+
+        A closed producer's ``publish`` raises
+        :class:`~ringbus.ProducerClosedError`; what it published before still
+        enters the ring at the next :meth:`drain` (and travels in a snapshot
+        meanwhile), after which the bus forgets it.
+        """
+        self._check_owner("close_producers")
+        cdef Py_ssize_t waiting = 0
+        for producer in self._producers:
+            waiting += (<Producer>producer)._close()
+        self._producers = [p for p in self._producers if len(p)]
+        return waiting
+
+    def _inbox_entry(
+        self, kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags,
+        rebuilding=False,
+    ):
+        """Check an event as :meth:`publish` does; return it as an inbox entry.
+
+        ``rebuilding`` takes a payload already cut to ``max_payload_items``
+        (one that ends with the truncation marker), as a snapshot holds it.
+        """
+        return _make_entry(
+            self._max_payload_items, kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags,
+            bool(rebuilding),
+        )
+
+    @cython.final
+    cdef long long _enter(self, tuple entry) except -1:
+        """Store one inbox entry as the next event (as :meth:`publish` does)."""
+        cdef PyObject* flat[MAX_FLAT]
+        cdef tuple packed = <tuple>entry[7]
+        cdef Py_ssize_t count = len(packed) >> 1
+        cdef Py_ssize_t i
+        cdef long long tick_value = entry[1]
+        cdef long long day_value = entry[2]
+        for i in range(2 * count):
+            flat[i] = _tuple_get(packed, i)
+            _incref(flat[i])
+        return self._store(
+            0, tick_value, day_value, entry[0], entry[3], entry[4], entry[5], entry[6],
+            entry[8], flat, count,
+        )
+
+    @cython.final
+    cdef int _enter_inboxes(self) except -1:
+        """Move every inbox into the ring, producers in order (the start of a drain).
+
+        When the pending queue fills up, what did not fit waits for the next
+        drain. An event the bus refuses otherwise (before the clock, a full
+        ring under ``"RAISE"``) is dropped from its inbox and its error
+        raised, with a note; the events after it wait.
+        """
+        cdef Producer producer
+        cdef list batch
+        cdef Py_ssize_t index
+        try:
+            for item in self._producers:
+                producer = <Producer>item
+                batch = producer._take()
+                for index in range(len(batch)):
+                    try:
+                        self._enter(<tuple>batch[index])
+                    except PendingOverflowError:
+                        producer._put_back(batch[index:])
+                        return 0
+                    except Exception as error:
+                        producer._put_back(batch[index + 1:])
+                        error.add_note(inbox_refused_note(producer._name, batch[index][0]))
+                        raise
+                    except BaseException:
+                        producer._put_back(batch[index:])
+                        raise
+        finally:
+            if any([(<Producer>p)._closed and not (<Producer>p)._inbox for p in self._producers]):
+                self._producers = [
+                    p for p in self._producers if (<Producer>p)._inbox or not (<Producer>p)._closed
+                ]
+        return 0
+
+    def _hold_inboxes(self, held):
+        """While held, :meth:`drain` leaves the inboxes for a later drain (drain_async's
+        later rounds: inboxes enter once per drain, at its start)."""
+        self._inboxes_held = bool(held)
+
+    def _inboxes(self):
+        """Each producer's name and a copy of its inbox (payloads as pairs), in order."""
+        cdef Producer producer
+        out = []
+        for item in self._producers:
+            producer = <Producer>item
+            entries = []
+            for entry in producer._entries():
+                entries.append(entry[:7] + (_pairs_from_flat(entry[7]), entry[8]))
+            out.append((producer._name, entries))
+        return out
+
+    def _load_inbox(self, name, entries):
+        """Append ``entries`` (from :meth:`_inbox_entry`) to the inbox of producer ``name``."""
+        (<Producer>self.producer(name))._put_back_last(list(entries))
+
     def _skip_to(self, seq):
         """Move the seq counter forward so the next event gets ``seq + 1``."""
         cdef long long value = _clock_arg("seq", seq)
@@ -1274,8 +1635,23 @@ cdef class RingCore:
             # a handler that failed, not around every call.
             result = _call_one(_tuple_get(<object>entry, 0), <PyObject*>event)
             if result != NULL:
+                if result == _none or not _isawaitable(<object>result):
+                    _xdecref(result)
+                    self._delivered += 1
+                    continue
+                # A sync handler that made a coroutine: it never ran, so the
+                # event is a handler error, never a delivery.
+                awaitable = <object>result
                 _xdecref(result)
-                self._delivered += 1
+                try:
+                    refuse_awaitable(awaitable, <object>_tuple_get(<object>entry, 0))
+                except Exception as error:
+                    awaitable = None
+                    self._handler_errors += 1
+                    if self._on_handler_error(event, <object>_tuple_get(<object>entry, 1), error):
+                        if errors is None:
+                            errors = []
+                        errors.append(error)
                 continue
             if not PyErr_ExceptionMatches(<PyObject*>Exception):
                 _raise_pending()  # KeyboardInterrupt and friends end the drain
@@ -1372,6 +1748,11 @@ cdef class RingCore:
             total[0] += 1
         return errors
 
+    def _count_deliveries(self, delivered, handler_errors):
+        """Add to the delivery counters (deliveries made outside :meth:`drain`'s loop)."""
+        self._delivered += delivered
+        self._handler_errors += handler_errors
+
     def drain(self, max_rounds=None):
         """Dispatch the pending events, in seq order; return how many.
 
@@ -1403,11 +1784,15 @@ cdef class RingCore:
         cdef object kind, event
         cdef WorldEvent spare = None
         cdef list errors = None
+        if PyThread_get_thread_ident() != self._owner:
+            self._check_owner("drain")
         if self._draining:
             raise RuntimeError(
                 "drain() was called from inside a handler; events published by "
                 "handlers are dispatched by the next drain (or round)"
             )
+        if self._producers and not self._inboxes_held:
+            self._enter_inboxes()
         self._draining = True
         try:
             for round_index in range(rounds):

@@ -211,7 +211,11 @@ def test_an_idle_consumer_sleeps_in_redis_and_wakes_for_new_entries(
     assert source.status()["reads"] <= 10
 
     bus, sink = producer(own_redis.url)
-    timer = threading.Timer(0.3, lambda: (publish(bus, 5), sink.flush(timeout=10)))
+    # The producing loop runs in its own thread, which takes the bus over.
+    timer = threading.Timer(
+        0.3,
+        lambda: (bus.transfer_to_current_thread(), publish(bus, 5), sink.flush(timeout=10)),
+    )
     timer.start()
     try:
         started = time.monotonic()
@@ -219,6 +223,7 @@ def test_an_idle_consumer_sleeps_in_redis_and_wakes_for_new_entries(
         waited = time.monotonic() - started
     finally:
         timer.join()
+        bus.transfer_to_current_thread()  # back to this thread, which closes it
     assert 0.2 < waited < 10  # woke up for the entry, not at the timeout
     agg.drain()
     assert [seq for _p, seq in applied] == [1, 2, 3, 4, 5]

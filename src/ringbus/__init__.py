@@ -8,16 +8,19 @@ subscribers when the loop calls :meth:`EventBus.drain`.
 from __future__ import annotations
 
 from . import kinds
-from ._backend import BACKEND, FIELDS, WorldEvent
+from ._aio import EventStream, StreamOverflowError
+from ._backend import BACKEND, FIELDS, Producer, WorldEvent
 from ._bus import EventBus
 from ._config import EventBusConfig
 from ._deadletter import DeadLetter, DeadLetterQueue
 from ._errors import (
     CascadeLimitError,
     PendingOverflowError,
+    ProducerClosedError,
     RingbusError,
     RingFullError,
     UnknownDestinationError,
+    WrongThreadError,
 )
 from ._limits import MAX_RING_BYTES
 from ._normalise import TRUNCATED_KEY
@@ -36,13 +39,18 @@ __all__ = [
     "DeadLetterQueue",
     "EventBus",
     "EventBusConfig",
+    "EventStream",
     "KindSelector",
     "PendingOverflowError",
+    "Producer",
+    "ProducerClosedError",
     "RingFullError",
     "RingbusError",
+    "StreamOverflowError",
     "Subscriber",
     "Subscription",
     "UnknownDestinationError",
+    "WrongThreadError",
     "WorldEvent",
     "__version__",
     "kinds",

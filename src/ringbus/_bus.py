@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import operator
+import threading
 import weakref
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -17,14 +18,42 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 from . import _backend
+from ._aio import (
+    AsyncEntry,
+    AsyncHandler,
+    AsyncTier,
+    EventStream,
+    Overflow,
+    check_overflow,
+)
 from ._backend import RingCore, WorldEvent
 from ._config import ERROR_POLICIES, ErrorPolicy, EventBusConfig
 from ._deadletter import DeadLetterQueue
 from ._deliveries import DeliveryRecord, DeliveryTracker
-from ._errors import UnknownDestinationError
+from ._errors import (
+    CascadeLimitError,
+    UnknownDestinationError,
+    cascade_limit_message,
+    handler_errors_message,
+)
 from ._handlers import FilteredHandler, check_filters
-from ._normalise import NORMAL, URGENT, EventFields, check_non_negative, event_field_args
-from ._registry import Handler, KindSelector, Registry, Subscription, member_of
+from ._normalise import (
+    NORMAL,
+    URGENT,
+    EventFields,
+    check_non_negative,
+    check_positive,
+    event_field_args,
+)
+from ._registry import (
+    Handler,
+    KindSelector,
+    Registry,
+    Subscription,
+    async_handler_message,
+    is_async_callable,
+    member_of,
+)
 from ._schedule import SCHEDULE_FIELDS, Schedule
 from ._snapshot import (
     SNAPSHOT_FORMAT,
@@ -39,6 +68,7 @@ from ._snapshot import (
 __all__ = ["SNAPSHOT_FORMAT", "SNAPSHOT_VERSION", "EventBus", "bus_class_for"]
 
 logger = logging.getLogger("ringbus")
+_TIER_LOCK = threading.Lock()
 
 #: A handler type that ``EventBus.on`` gives back unchanged.
 _H = TypeVar("_H", bound=Callable[..., object])
@@ -105,8 +135,20 @@ class EventBusBase(_Core):
             config.dead_letter_limit,
             self._live_subscription,
         )
+        # Made when the async tier is first used: a bus that never uses it
+        # pays one attribute check per drain.
+        self._tier: AsyncTier | None = None
         if config.error_policy == "dead_letter":
             self._listen_for_retries()
+
+    def _async_tier(self) -> AsyncTier:
+        tier = self._tier
+        if tier is None:
+            with _TIER_LOCK:  # a stream may be made in another thread
+                tier = self._tier
+                if tier is None:
+                    tier = self._tier = AsyncTier(self)
+        return tier
 
     @property
     def config(self) -> EventBusConfig:
@@ -186,22 +228,62 @@ class EventBusBase(_Core):
         Subscription
             The handle: ``.id``, ``.cancel()``, a context manager; accepted
             by :meth:`unsubscribe`, and equal to its id.
+
+        Raises
+        ------
+        TypeError
+            ``handler`` is an ``async def`` callable: ``drain()`` could never
+            await it; use :meth:`subscribe_async`. (A plain handler that
+            returns an awaitable is a handler error at delivery, never a
+            delivery.)
+        WrongThreadError
+            Called from a thread other than the bus's owner.
         """
-        if error_policy is not None and error_policy not in ERROR_POLICIES:
-            raise ValueError(
-                f"error_policy must be one of {', '.join(ERROR_POLICIES)} or None, "
-                f"got {error_policy!r}"
-            )
-        checks, tags = check_filters(
-            {
+        self._check_owner("subscribe")
+        if is_async_callable(handler):
+            raise TypeError(async_handler_message(handler))
+        return self._add_subscription(
+            handler,
+            kinds,
+            name,
+            priority,
+            group,
+            group_key,
+            error_policy,
+            once=once,
+            weak=weak,
+            fields={
                 "polity_id": polity_id,
                 "ward_id": ward_id,
                 "actor_id": actor_id,
                 "subject_id": subject_id,
             },
-            tags_any,
-            where,
+            tags_any=tags_any,
+            where=where,
         )
+
+    def _add_subscription(
+        self,
+        handler: Handler,
+        kinds: Iterable[str] | str | None,
+        name: str | None,
+        priority: int,
+        group: str | None,
+        group_key: str | Callable[[Any], object] | None,
+        error_policy: ErrorPolicy | None,
+        *,
+        once: bool = False,
+        weak: bool = False,
+        fields: dict[str, object] | None = None,
+        tags_any: Iterable[str] | None = None,
+        where: Callable[[WorldEvent], object] | None = None,
+    ) -> Subscription:
+        if error_policy is not None and error_policy not in ERROR_POLICIES:
+            raise ValueError(
+                f"error_policy must be one of {', '.join(ERROR_POLICIES)} or None, "
+                f"got {error_policy!r}"
+            )
+        checks, tags = check_filters(fields or {}, tags_any, where)
         wrapped: FilteredHandler | None = None
         if checks or tags is not None or where is not None or once or weak:
             if group is not None and (checks or tags is not None or where is not None):
@@ -273,6 +355,7 @@ class EventBusBase(_Core):
             No live subscription on this bus is this one (it already ended,
             or another bus made it); the message names it.
         """
+        self._check_owner("unsubscribe")
         sub_id = operator.index(subscription) if not isinstance(subscription, bool) else None
         live = None if sub_id is None else self._registry.get(sub_id)
         if live is None or (isinstance(subscription, Subscription) and live is not subscription):
@@ -284,6 +367,8 @@ class EventBusBase(_Core):
         self._invalidate_routes()
         self._error_policies.pop(live.sub_id, None)
         self._weak_subscriptions.pop(live.sub_id, None)
+        if self._tier is not None:
+            self._tier.async_subs.discard(live.sub_id)
 
     def _once_fired(self, subscription: Subscription) -> None:
         if subscription.name is not None:
@@ -323,6 +408,157 @@ class EventBusBase(_Core):
         stats: dict[str, Any] = super().stats()
         stats["subscriptions_collected"] = self._collected
         return stats
+
+    def subscribe_async(
+        self,
+        handler: AsyncHandler,
+        *,
+        kinds: Iterable[str] | str | None = None,
+        name: str | None = None,
+        priority: int = 0,
+        group: str | None = None,
+        group_key: str | Callable[[Any], object] | None = None,
+        error_policy: ErrorPolicy | None = None,
+    ) -> Subscription:
+        """Await ``handler(event)`` for every matching event, from :meth:`drain_async`.
+
+        Selectors, priorities, groups and error policies are those of
+        :meth:`subscribe`; :meth:`drain_async` awaits each call before the
+        next handler is called, so the order is that of :meth:`drain`.
+        While such a subscription has deliveries waiting, :meth:`drain`
+        refuses (it cannot await).
+
+        Parameters
+        ----------
+        handler
+            An ``async def`` callable taking one :class:`WorldEvent`.
+        kinds, name, priority, group, group_key, error_policy
+            As for :meth:`subscribe`.
+
+        Returns
+        -------
+        Subscription
+            The handle, as :meth:`subscribe` returns it.
+
+        Raises
+        ------
+        TypeError
+            ``handler`` is not an ``async def`` callable (use :meth:`subscribe`).
+        """
+        self._check_owner("subscribe_async")
+        if not is_async_callable(handler):
+            raise TypeError(
+                f"subscribe_async() takes an async def handler, got {handler!r}; "
+                "subscribe plain callables with bus.subscribe()"
+            )
+        tier = self._async_tier()
+        entry = AsyncEntry(tier, handler)
+        subscription = self._add_subscription(
+            entry, kinds, name, priority, group, group_key, error_policy
+        )
+        tier.async_subs.add(subscription.sub_id)
+        return subscription
+
+    async def drain_async(self, max_rounds: int | None = None) -> int:
+        """Dispatch the pending events as :meth:`drain` does, awaiting async handlers.
+
+        Every handler, sync or async, is called in the order :meth:`drain`
+        would call it, and an async handler is awaited before the next one
+        is called: the stream, the seqs and each subscriber's view are those
+        of a sync run. Cascades, lanes, groups, error policies and dead
+        letters behave as in :meth:`drain`; drain listeners run around it.
+        With no async subscription it is :meth:`drain`.
+
+        Raises
+        ------
+        ExceptionGroup, CascadeLimitError, RuntimeError
+            As :meth:`drain`.
+        """
+        self._check_owner("drain_async")
+        rounds = (
+            self._config.cascade_rounds
+            if max_rounds is None
+            else check_positive("max_rounds", max_rounds)
+        )
+        tier = self._tier
+        if tier is not None:
+            tier.before_drain(True)
+        if tier is None or not (tier.async_subs or tier.carry):
+            return self.drain(max_rounds)
+        if self.draining:
+            raise RuntimeError(
+                "drain_async() was called from inside a handler; events published by "
+                "handlers are dispatched by the next drain (or round)"
+            )
+        for listener in tuple(self._drain_starts):
+            listener()
+        dead_letters = self._dead_letters
+        try:
+            total, errors = await tier.drain(rounds, super().drain)
+        finally:
+            # Retries due now are awaited after the listeners, not run by them.
+            dead_letters.hold_retries = True
+            try:
+                for listener in tuple(self._drain_ends):
+                    listener()
+            finally:
+                dead_letters.hold_retries = False
+        if dead_letters.listening and dead_letters.retries:
+            tier.running = True
+            try:
+                await dead_letters.run_due_async(self.tick, tier.call)
+            finally:
+                tier.running = False
+        left = self.pending_count()
+        if rounds > 1 and left:
+            cascade = CascadeLimitError(cascade_limit_message(rounds, left))
+            if not errors:
+                raise cascade
+            errors.append(cascade)
+        if errors:
+            raise ExceptionGroup(handler_errors_message(len(errors)), errors)
+        return total
+
+    def stream(
+        self,
+        kinds: Iterable[str] | str | None = None,
+        *,
+        since: int | None = None,
+        maxsize: int = 10_000,
+        overflow: Overflow = "drop_oldest",
+    ) -> EventStream:
+        """An async iterator over the events drains deliver: ``async for event in bus.stream()``.
+
+        It may be made and read in another thread than the bus's (a drain
+        hands events over to the reader's event loop); made there, it starts
+        at the start of the owner thread's next drain.
+
+        Parameters
+        ----------
+        kinds
+            Selectors of the kinds to receive, as for :meth:`subscribe`.
+        since
+            Start with the retained events after this seq, then go on with
+            live ones: no gap and no duplicate at the seam (see
+            :attr:`EventStream.gap` for what the ring no longer held).
+        maxsize
+            Events buffered for the reader at most.
+        overflow
+            When the buffer is full: ``"drop_oldest"`` drops the oldest
+            unread event (counted in :attr:`EventStream.dropped`), ``"raise"``
+            raises :class:`~ringbus.StreamOverflowError` in the drain and
+            ends the stream, ``"block"`` makes :meth:`drain_async` wait for the
+            reader (the stream is then an async subscription).
+
+        Raises
+        ------
+        ValueError
+            ``overflow`` or ``maxsize`` is not valid.
+        """
+        check_overflow(overflow, maxsize)
+        if since is not None:
+            since = check_non_negative("since", since)
+        return EventStream(self, kinds, since, maxsize, overflow)
 
     def subscriptions(self) -> list[Subscription]:
         """The live subscriptions, in subscription order."""
@@ -398,6 +634,9 @@ class EventBusBase(_Core):
         return states
 
     def _resolve_route(self, kind: str) -> tuple[tuple[Handler, Subscription], ...]:
+        tier = self._tier
+        if tier is not None and tier.collecting:
+            return ((tier.collect, None),)  # type: ignore[return-value]
         return self._registry.route(kind)
 
     # -- lanes and destinations ---------------------------------------
@@ -446,6 +685,9 @@ class EventBusBase(_Core):
         )
 
     def _resolve_direct(self, destination: str, kind: str) -> tuple[tuple[Handler, Any], ...]:
+        tier = self._tier
+        if tier is not None and tier.collecting:
+            return ((tier.collect_direct(destination), None),)
         return tuple(
             entry
             for entry in self._resolve_route(kind)
@@ -522,6 +764,9 @@ class EventBusBase(_Core):
         :meth:`add_drain_listener`) run around it, the end ones even when the
         drain raises.
         """
+        if self._tier is not None:
+            self._check_owner("drain")
+            self._tier.before_drain(False)
         if self._collected_pending and not self.draining:
             self._end_collected()
         if self.draining or not (self._drain_ends or self._drain_starts):
@@ -634,7 +879,13 @@ class EventBusBase(_Core):
         return take_snapshot(self, debug_events)
 
     def _is_fresh(self) -> bool:
-        return not (self.latest_seq() or self.pending_count() or len(self) or self._schedule)
+        return not (
+            self.latest_seq()
+            or self.pending_count()
+            or len(self)
+            or self._schedule
+            or any(len(producer) for producer in self.producers())
+        )
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Continue from ``snapshot`` on this fresh bus: all of it, or nothing.
@@ -666,6 +917,7 @@ class EventBusBase(_Core):
         Exception
             Whatever a hook's ``load`` raised (the bus is left unchanged).
         """
+        self._check_owner("restore")
         if not self._is_fresh():
             raise ValueError("restore() needs a fresh bus: this one has already accepted events")
         commit, hooks = prepare_restore(self, snapshot)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import builtins
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -153,6 +153,8 @@ class DeadLetterQueue:
         self._recovered = 0
         self._failures = 0
         self._running = False
+        # Set by drain_async while drain listeners run: it awaits the retries itself.
+        self.hold_retries = False
         #: Set once the bus calls drain_started/drain_ended around its drains.
         self.listening = False
         self._depth = 0
@@ -256,11 +258,51 @@ class DeadLetterQueue:
         retries are waiting.
         """
         self._depth = max(0, self._depth - 1)
-        if self._depth == 0 and self.retries:
+        if self._depth == 0 and self.retries and not self.hold_retries:
             self.run_due(tick)
 
     def run_due(self, tick: int) -> int:
         """Retry every delivery due at ``tick``; return how many succeeded."""
+        steps = self._retry_due(tick)
+        try:
+            target = next(steps)
+            while True:
+                subscription, event = target
+                try:
+                    subscription.handler(event)
+                except Exception as error:
+                    target = steps.send(error)
+                else:
+                    target = steps.send(None)
+        except StopIteration as stop:
+            return int(stop.value)
+        finally:
+            steps.close()
+
+    async def run_due_async(
+        self, tick: int, call: Callable[[Callable[[Any], object], Any], Awaitable[object]]
+    ) -> int:
+        """:meth:`run_due`, awaiting each retry through ``call(handler, event)`` (drain_async)."""
+        steps = self._retry_due(tick)
+        try:
+            target = next(steps)
+            while True:
+                subscription, event = target
+                try:
+                    await call(subscription.handler, event)
+                except Exception as error:
+                    target = steps.send(error)
+                else:
+                    target = steps.send(None)
+        except StopIteration as stop:
+            return int(stop.value)
+        finally:
+            steps.close()
+
+    def _retry_due(self, tick: int) -> Generator[tuple[Any, Any], Exception | None, int]:
+        """The retries due at ``tick``, in order: yields ``(subscription, event)`` to
+        call and takes back the error it raised (or ``None``); returns how many
+        succeeded."""
         if self._running:
             return 0
         due = [entry for entry in self.retries if entry.due_tick <= tick]
@@ -276,9 +318,8 @@ class DeadLetterQueue:
                 if subscription is None:
                     self._bury(entry, "subscription removed")
                     continue
-                try:
-                    subscription.handler(entry.event)
-                except Exception as error:
+                error = yield subscription, entry.event
+                if error is not None:
                     error.add_note(
                         f"ringbus: retry {entry.attempts} of seq={entry.event.seq} "
                         f"kind={entry.event.kind!r} to {entry.subscriber} failed"

@@ -14,9 +14,12 @@ waiting for a drain when asked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from ._errors import refuse_awaitable
 
 __all__ = ["DELIVERY_STATES", "DeliveryRecord", "DeliveryTracker"]
 
@@ -99,7 +102,7 @@ class DeliveryTracker:
         self.evicted = 0
         self.records: dict[tuple[int, int], DeliveryRecord] = {}
 
-    def call(self, subscription: Any, handler: Callable[[Any], object], event: Any) -> None:
+    def call(self, subscription: Any, handler: Callable[[Any], object], event: Any) -> object:
         """Call ``handler(event)`` for ``subscription``, recording the state changes."""
         key = (event.seq, subscription.sub_id)
         record = self.records.get(key)
@@ -119,12 +122,21 @@ class DeliveryTracker:
         record.state = "processing"
         record.attempts += 1
         try:
-            handler(event)
+            result = handler(event)
+            if result is not None and inspect.isawaitable(result):
+                refuse_awaitable(result, handler)
         except Exception as error:
             record.state = "failed"
             record.error = f"{type(error).__name__}: {error}"
             raise
+        # An async subscription's call starts a coroutine that drain_async
+        # awaits next: the delivery is done only when that coroutine is.
+        awaiting = getattr(getattr(handler, "tier", None), "awaiting", None)
+        if awaiting:
+            awaiting[-1] = _settled(record, awaiting[-1])
+            return result
         record.state = "completed"
+        return result
 
     def to_state(self) -> dict[str, Any]:
         """JSON-ready state for a snapshot."""
@@ -152,6 +164,17 @@ class DeliveryTracker:
         return tracker
 
 
+async def _settled(record: DeliveryRecord, coroutine: Awaitable[object]) -> None:
+    """Await an async handler's coroutine, recording how its delivery ended."""
+    try:
+        await coroutine
+    except Exception as error:
+        record.state = "failed"
+        record.error = f"{type(error).__name__}: {error}"
+        raise
+    record.state = "completed"
+
+
 class TrackedHandler:
     """A route entry's handler that reports to a :class:`DeliveryTracker`."""
 
@@ -164,8 +187,8 @@ class TrackedHandler:
         self.subscription = subscription
         self.handler = handler
 
-    def __call__(self, event: Any) -> None:
-        self.tracker.call(self.subscription, self.handler, event)
+    def __call__(self, event: Any) -> object:
+        return self.tracker.call(self.subscription, self.handler, event)
 
     def __repr__(self) -> str:
         return f"<tracked {self.handler!r}>"

@@ -5,15 +5,22 @@ from __future__ import annotations
 __all__ = [
     "CascadeLimitError",
     "PendingOverflowError",
+    "ProducerClosedError",
     "UnknownDestinationError",
     "RingFullError",
     "RingbusError",
+    "WrongThreadError",
+    "async_handler_message",
     "cascade_limit_message",
+    "refuse_awaitable",
     "clock_back_message",
     "event_before_clock_message",
     "handler_errors_message",
+    "inbox_refused_note",
     "pending_overflow_message",
+    "producer_closed_message",
     "ring_full_message",
+    "wrong_thread_message",
 ]
 
 
@@ -31,6 +38,14 @@ class RingFullError(RingbusError):
 
 class UnknownDestinationError(RingbusError):
     """A direct event named a destination that no subscriber takes."""
+
+
+class WrongThreadError(RingbusError, RuntimeError):
+    """A bus was used from a thread other than the one it belongs to."""
+
+
+class ProducerClosedError(RingbusError, RuntimeError):
+    """A closed producer was asked to publish."""
 
 
 class CascadeLimitError(RingbusError):
@@ -78,3 +93,45 @@ def event_before_clock_message(field: str, value: int, clock: int) -> str:
         "time on a bus never goes backwards; publish with the current clock "
         "and keep the original time in the payload"
     )
+
+
+def wrong_thread_message(what: str, owner: int, current: int) -> str:
+    return (
+        f"{what}() was called from thread {current}, but this bus belongs to thread "
+        f"{owner} (bus.owner_thread): publish from other threads through "
+        "bus.producer(name), or hand the bus over with bus.transfer_to_current_thread() "
+        "called from the thread that takes it"
+    )
+
+
+def producer_closed_message(name: str) -> str:
+    return (
+        f"producer {name!r} is closed (bus.close_producers() or producer.close()); "
+        "the events it published before still enter the bus at the next drain"
+    )
+
+
+def inbox_refused_note(name: str, kind: str) -> str:
+    return (
+        f"ringbus: producer {name!r}'s event of kind {kind!r} was refused as it entered "
+        "the bus at the start of drain() and is dropped; the events after it wait"
+    )
+
+
+def async_handler_message(handler: object) -> str:
+    return (
+        f"handler {handler!r} is a coroutine function (or returned an awaitable): "
+        "drain() cannot await it, so it would never run; subscribe it with "
+        "bus.subscribe_async() and drain with bus.drain_async()"
+    )
+
+
+def refuse_awaitable(result: object, handler: object) -> None:
+    """Close the awaitable a sync handler returned and raise the ``TypeError`` saying so.
+
+    Its event is then a handler error, never a delivery.
+    """
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()  # never awaited: no "was never awaited" warning later
+    raise TypeError(async_handler_message(handler))

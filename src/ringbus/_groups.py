@@ -126,13 +126,12 @@ class GroupDispatch:
         group.turn += 1
         return member
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: Any) -> object:
         member = self.choose(event)
         self.group.current = member
         if self.tracker is None:
-            member.handler(event)
-        else:
-            self.tracker.call(member, member.handler, event)
+            return member.handler(event)
+        return self.tracker.call(member, member.handler, event)
 
     def __repr__(self) -> str:
         return f"<dispatch to group {self.group.name!r}>"

@@ -21,11 +21,13 @@ or a group and delivery tracking is off, the route is exactly
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._deliveries import DeliveryTracker, TrackedHandler
+from ._errors import async_handler_message
 from ._groups import Group, GroupDispatch, GroupKey, check_group_key
 from ._handlers import FilteredHandler
 from ._selectors import KindSelector
@@ -34,7 +36,14 @@ from ._state import SnapshotPart
 if TYPE_CHECKING:
     from ._backend import WorldEvent
 
-__all__ = ["KindSelector", "Registry", "Subscription", "member_of"]
+__all__ = [
+    "KindSelector",
+    "Registry",
+    "Subscription",
+    "async_handler_message",
+    "is_async_callable",
+    "member_of",
+]
 
 #: What ``subscribe`` takes: called with each matching event; its result is ignored.
 Handler = Callable[["WorldEvent"], object]
@@ -149,6 +158,19 @@ class Subscription:
         if self.group is not None:
             extra += f" in group {self.group!r}"
         return f"<Subscription {self.sub_id}{label} for {kinds}{extra}>"
+
+
+def is_async_callable(handler: object) -> bool:
+    """Whether calling ``handler`` makes a coroutine (``async def``, also behind a partial)."""
+    while isinstance(handler, partial):
+        handler = handler.func
+    if inspect.iscoroutinefunction(handler):
+        return True
+    # An object whose __call__ is an async def.
+    if inspect.isfunction(handler) or inspect.ismethod(handler):
+        return False
+    call = inspect.getattr_static(type(handler), "__call__", None)
+    return call is not None and inspect.iscoroutinefunction(call)
 
 
 def member_of(subscription: object) -> object:

@@ -5,7 +5,7 @@ from typing import Any, Final
 
 from typing_extensions import disjoint_base
 
-__all__ = ["DROP_POLICIES", "FIELDS", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEvent"]
+__all__ = ["DROP_POLICIES", "FIELDS", "ROUTE_CACHE_LIMIT", "Producer", "RingCore", "WorldEvent"]
 
 FIELDS: Final[tuple[str, ...]]
 DROP_POLICIES: Final[tuple[str, ...]]
@@ -13,6 +13,7 @@ ROUTE_CACHE_LIMIT: Final[int]
 
 _Payload = tuple[tuple[str, Any], ...]
 _Route = tuple[tuple[Callable[[Any], object], object], ...]
+_InboxEntry = tuple[Any, ...]
 
 @disjoint_base
 class WorldEvent:
@@ -61,6 +62,29 @@ class WorldEvent:
     def from_dict(cls, data: object) -> WorldEvent: ...
 
 @disjoint_base
+class Producer:
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def publish(
+        self,
+        kind: str,
+        tick: int | None = None,
+        day: int | None = None,
+        *,
+        polity_id: str | None = None,
+        ward_id: str | None = None,
+        actor_id: str | None = None,
+        subject_id: str | None = None,
+        payload: object = None,
+        tags: object = (),
+    ) -> None: ...
+    def close(self) -> int: ...
+    def __len__(self) -> int: ...
+
+@disjoint_base
 class RingCore:
     _routes: dict[str, _Route]
     def __init__(
@@ -73,6 +97,30 @@ class RingCore:
         cascade_rounds: int = 1,
         clock_policy: str = "monotonic",
     ) -> None: ...
+    @property
+    def owner_thread(self) -> int: ...
+    def transfer_to_current_thread(self) -> None: ...
+    def _check_owner(self, what: str) -> None: ...
+    def producer(self, name: str) -> Producer: ...
+    def producers(self) -> list[Producer]: ...
+    def close_producers(self) -> int: ...
+    def _inbox_entry(
+        self,
+        kind: str,
+        tick: int | None,
+        day: int | None,
+        polity_id: str | None,
+        ward_id: str | None,
+        actor_id: str | None,
+        subject_id: str | None,
+        payload: object,
+        tags: object,
+        rebuilding: bool = False,
+    ) -> _InboxEntry: ...
+    def _hold_inboxes(self, held: bool) -> None: ...
+    def _inboxes(self) -> list[tuple[str, list[_InboxEntry]]]: ...
+    def _load_inbox(self, name: str, entries: list[_InboxEntry]) -> None: ...
+    def _count_deliveries(self, delivered: int, handler_errors: int) -> None: ...
     @property
     def enabled(self) -> bool: ...
     @property

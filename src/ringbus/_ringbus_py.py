@@ -11,21 +11,30 @@ from __future__ import annotations
 import hashlib
 import json
 import json.encoder
+import threading
+from _thread import get_ident
 from collections import deque
 from collections.abc import Callable, Container
+from inspect import isawaitable
 from math import isfinite
 from typing import Any
 
 from ._errors import (
     CascadeLimitError,
     PendingOverflowError,
+    ProducerClosedError,
     RingFullError,
+    WrongThreadError,
     cascade_limit_message,
     clock_back_message,
     event_before_clock_message,
     handler_errors_message,
+    inbox_refused_note,
     pending_overflow_message,
+    producer_closed_message,
+    refuse_awaitable,
     ring_full_message,
+    wrong_thread_message,
 )
 from ._limits import ROUTE_CACHE_LIMIT, check_ring_size
 from ._normalise import (
@@ -49,11 +58,16 @@ from ._normalise import (
     thaw_value,
 )
 
-__all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "RingCore", "WorldEvent"]
+__all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "Producer", "RingCore", "WorldEvent"]
 
 
 Payload = tuple[tuple[str, Any], ...]
 Route = tuple[tuple[Callable[[Any], object], object], ...]
+# A producer's inbox entry: kind, tick, day (-1: the bus clock when it enters
+# the ring), the four ids, the payload pairs and the tags, all validated.
+InboxEntry = tuple[
+    str, int, int, str | None, str | None, str | None, str | None, Payload, tuple[str, ...]
+]
 
 _sha256 = hashlib.sha256
 _set = object.__setattr__
@@ -228,6 +242,120 @@ def _fill_event(
     _set(event, "tags", tags)
 
 
+class Producer:
+    """A handle that publishes into a bus from any thread.
+
+    Made by :meth:`RingCore.producer`. :meth:`publish` checks the event at
+    once (its errors go to the caller) and puts it in the producer's inbox;
+    the inbox enters the bus at the start of the owner thread's next drain.
+    """
+
+    __slots__ = ("_closed", "_core", "_inbox", "_lock", "_name")
+
+    _core: RingCore
+    _name: str
+    _inbox: list[InboxEntry]
+    _closed: bool
+    _lock: threading.Lock
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("make producers with bus.producer(name)")
+
+    @classmethod
+    def _made(cls, core: RingCore, name: str) -> Producer:
+        producer = _new(cls)
+        producer._core = core
+        producer._name = name
+        producer._inbox = []
+        producer._closed = False
+        producer._lock = threading.Lock()
+        return producer
+
+    @property
+    def name(self) -> str:
+        """The producer's name."""
+        return self._name
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` (or the bus's ``close_producers``) closed it."""
+        return self._closed
+
+    def publish(
+        self,
+        kind: str,
+        tick: int | None = None,
+        day: int | None = None,
+        *,
+        polity_id: str | None = None,
+        ward_id: str | None = None,
+        actor_id: str | None = None,
+        subject_id: str | None = None,
+        payload: object = None,
+        tags: object = (),
+    ) -> None:
+        """Check one event and put it in the inbox; any thread may call this.
+
+        Arguments as the bus's ``publish``; the seq is given when the event
+        enters the bus (at the start of the next drain), so none is
+        returned. A disabled bus keeps nothing.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A field is of the wrong type or value.
+        ProducerClosedError
+            The producer is closed.
+        """
+        core = self._core
+        if not core._enabled:
+            return
+        if self._closed:
+            raise ProducerClosedError(producer_closed_message(self._name))
+        entry = core._inbox_entry(
+            kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
+        )
+        with self._lock:
+            if self._closed:
+                raise ProducerClosedError(producer_closed_message(self._name))
+            self._inbox.append(entry)
+
+    def close(self) -> int:
+        """Refuse further events; return how many are still waiting in the inbox."""
+        return self._close()
+
+    def _close(self) -> int:
+        with self._lock:
+            self._closed = True
+            return len(self._inbox)
+
+    def _take(self) -> list[InboxEntry]:
+        with self._lock:
+            batch = self._inbox
+            self._inbox = []
+        return batch
+
+    def _put_back(self, rest: list[InboxEntry]) -> None:
+        if rest:
+            with self._lock:
+                self._inbox[:0] = rest
+
+    def _put_back_last(self, entries: list[InboxEntry]) -> None:
+        with self._lock:
+            self._inbox.extend(entries)
+
+    def _entries(self) -> list[InboxEntry]:
+        with self._lock:
+            return list(self._inbox)
+
+    def __len__(self) -> int:
+        return len(self._inbox)
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<Producer {self._name!r}{state} inbox={len(self._inbox)}>"
+
+
 class RingCore:
     """The ring, the seq counter, the pending queue and the drain loop.
 
@@ -292,9 +420,40 @@ class RingCore:
         self._delivered = 0
         self._handler_errors = 0
         self._overwritten = 0
+        self._owner = get_ident()
+        # Producers in the order they were made: their inboxes enter the ring
+        # in this order at the start of each drain.
+        self._producers: list[Producer] = []
+        self._inboxes_held = False
 
     def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError(f"{type(self).__name__} cannot be pickled: use snapshot()")
+
+    # -- the owner thread ------------------------------------------------
+    @property
+    def owner_thread(self) -> int:
+        """Ident (``threading.get_ident()``) of the thread the bus belongs to.
+
+        ``publish``, ``ingest``, ``set_clock`` and ``drain`` (and the
+        facade's ``subscribe``, ``unsubscribe`` and ``restore``) raise
+        :class:`~ringbus.WrongThreadError` from any other thread; other
+        threads publish through :meth:`producer` handles.
+        """
+        return self._owner
+
+    def transfer_to_current_thread(self) -> None:
+        """Make the calling thread the bus's owner.
+
+        Call it from the thread that takes the bus over, once the previous
+        owner has stopped using it (handed over through a join or a queue).
+        """
+        self._owner = get_ident()
+
+    def _check_owner(self, what: str) -> None:
+        """Raise :class:`~ringbus.WrongThreadError` unless called from the owner thread."""
+        current = get_ident()
+        if current != self._owner:
+            raise WrongThreadError(wrong_thread_message(what, self._owner, current))
 
     # -- configuration -------------------------------------------------
     @property
@@ -351,6 +510,8 @@ class RingCore:
         ValueError
             ``tick`` or ``day`` is before the clock's.
         """
+        if get_ident() != self._owner:
+            self._check_owner("set_clock")
         tick_value = check_non_negative("tick", tick)
         day_value = self._day if day is None else check_non_negative("day", day)
         if self._monotonic and tick_value < self._tick:
@@ -410,6 +571,8 @@ class RingCore:
         """
         if not self._enabled:
             return 0
+        if get_ident() != self._owner:
+            self._check_owner("publish")
         if priority is not None:
             lane = lane_of(priority)
             if lane != NORMAL:
@@ -467,6 +630,8 @@ class RingCore:
         """
         if not self._enabled:
             return 0
+        if get_ident() != self._owner:
+            self._check_owner("ingest")
         if type(event) is not WorldEvent:
             raise TypeError(f"ingest() takes a WorldEvent, got {type(event).__name__}")
         if event.seq <= self._seq:
@@ -563,6 +728,164 @@ class RingCore:
         self._pending.append(event)
         self._published += 1
 
+    # -- producers ------------------------------------------------------
+    def producer(self, name: str) -> Producer:
+        """The producer handle called ``name``: its ``publish`` may be called from any thread.
+
+        A producer's events wait in its inbox and enter the ring at the start
+        of the next :meth:`drain` on the owner thread, where they get their
+        seqs: producers in the order they were made, each one's events in
+        the order it published them. Asking again for a name returns the
+        same handle.
+
+        Raises
+        ------
+        TypeError
+            ``name`` is not a non-empty str.
+        ValueError
+            The producer of that name was closed and its inbox is not empty yet.
+        """
+        if type(name) is not str or not name:
+            raise TypeError(f"producer name must be a non-empty str, got {name!r}")
+        self._check_owner("producer")
+        for producer in self._producers:
+            if producer._name == name:
+                if producer._closed:
+                    raise ValueError(
+                        f"producer {name!r} is closed and its events have not entered "
+                        "the bus yet: drain() first, then ask for it again"
+                    )
+                return producer
+        producer = Producer._made(self, name)
+        self._producers.append(producer)
+        return producer
+
+    def producers(self) -> list[Producer]:
+        """The producers, in the order their inboxes enter the ring."""
+        return list(self._producers)
+
+    def close_producers(self) -> int:
+        """Close every producer; return how many of their events are still in inboxes.
+
+        A closed producer's ``publish`` raises
+        :class:`~ringbus.ProducerClosedError`; what it published before still
+        enters the ring at the next :meth:`drain` (and travels in a snapshot
+        meanwhile), after which the bus forgets it.
+        """
+        self._check_owner("close_producers")
+        waiting = 0
+        for producer in self._producers:
+            waiting += producer._close()
+        self._producers = [p for p in self._producers if len(p)]
+        return waiting
+
+    def _inbox_entry(
+        self,
+        kind: str,
+        tick: int | None,
+        day: int | None,
+        polity_id: str | None,
+        ward_id: str | None,
+        actor_id: str | None,
+        subject_id: str | None,
+        payload: object,
+        tags: object,
+        rebuilding: bool = False,
+    ) -> InboxEntry:
+        """Check an event as :meth:`publish` does; return it as an inbox entry.
+
+        ``rebuilding`` takes a payload already cut to ``max_payload_items``
+        (one that ends with the truncation marker), as a snapshot holds it.
+        """
+        kind = check_kind(kind)
+        tick_value = -1 if tick is None else check_non_negative("tick", tick)
+        day_value = -1 if day is None else check_non_negative("day", day)
+        polity_id = check_id("polity_id", polity_id)
+        ward_id = check_id("ward_id", ward_id)
+        actor_id = check_id("actor_id", actor_id)
+        subject_id = check_id("subject_id", subject_id)
+        pairs = normalise_payload(payload, None if rebuilding else self._max_payload_items)
+        if len(pairs) > self._max_payload_items:
+            raise ValueError(
+                f"inbox event has {len(pairs)} payload items, "
+                f"more than max_payload_items={self._max_payload_items}"
+            )
+        tag_tuple = normalise_tags(tags)
+        return (
+            kind,
+            tick_value,
+            day_value,
+            polity_id,
+            ward_id,
+            actor_id,
+            subject_id,
+            pairs,
+            tag_tuple,
+        )
+
+    def _enter(self, entry: InboxEntry) -> int:
+        """Store one inbox entry as the next event (as :meth:`publish` does)."""
+        kind, tick_value, day_value, polity_id, ward_id, actor_id, subject_id, pairs, tags = entry
+        event = _new(WorldEvent)
+        self._admit(tick_value, day_value)
+        self._seq += 1
+        _fill_event(
+            event,
+            self._seq,
+            self._tick if tick_value < 0 else tick_value,
+            self._day if day_value < 0 else day_value,
+            kind,
+            polity_id,
+            ward_id,
+            actor_id,
+            subject_id,
+            pairs,
+            tags,
+        )
+        self._store(event)
+        return self._seq
+
+    def _enter_inboxes(self) -> None:
+        """Move every inbox into the ring, producers in order (the start of a drain).
+
+        When the pending queue fills up, what did not fit waits for the next
+        drain. An event the bus refuses otherwise (before the clock, a full
+        ring under ``"RAISE"``) is dropped from its inbox and its error
+        raised, with a note; the events after it wait.
+        """
+        try:
+            for producer in self._producers:
+                batch = producer._take()
+                for index, entry in enumerate(batch):
+                    try:
+                        self._enter(entry)
+                    except PendingOverflowError:
+                        producer._put_back(batch[index:])
+                        return
+                    except Exception as error:
+                        producer._put_back(batch[index + 1 :])
+                        error.add_note(inbox_refused_note(producer._name, entry[0]))
+                        raise
+                    except BaseException:
+                        producer._put_back(batch[index:])
+                        raise
+        finally:
+            if any(p._closed and not p._inbox for p in self._producers):
+                self._producers = [p for p in self._producers if p._inbox or not p._closed]
+
+    def _hold_inboxes(self, held: bool) -> None:
+        """While held, :meth:`drain` leaves the inboxes for a later drain (drain_async's
+        later rounds: inboxes enter once per drain, at its start)."""
+        self._inboxes_held = bool(held)
+
+    def _inboxes(self) -> list[tuple[str, list[InboxEntry]]]:
+        """Each producer's name and a copy of its inbox (payloads as pairs), in order."""
+        return [(p._name, p._entries()) for p in self._producers]
+
+    def _load_inbox(self, name: str, entries: list[InboxEntry]) -> None:
+        """Append ``entries`` (from :meth:`_inbox_entry`) to the inbox of producer ``name``."""
+        self.producer(name)._put_back_last(entries)
+
     def _skip_to(self, seq: int) -> None:
         """Move the seq counter forward so the next event gets ``seq + 1``."""
         seq = check_non_negative("seq", seq)
@@ -629,13 +952,20 @@ class RingCore:
                 errors.append(error)
         for handler, subscription in route:
             try:
-                handler(event)
+                result = handler(event)
+                if result is not None and isawaitable(result):
+                    refuse_awaitable(result, handler)  # never counted as delivered
             except Exception as error:
                 self._handler_errors += 1
                 if self._on_handler_error(event, subscription, error):
                     errors.append(error)
             else:
                 self._delivered += 1
+
+    def _count_deliveries(self, delivered: int, handler_errors: int) -> None:
+        """Add to the delivery counters (deliveries made outside :meth:`drain`'s loop)."""
+        self._delivered += delivered
+        self._handler_errors += handler_errors
 
     def drain(self, max_rounds: int | None = None) -> int:
         """Dispatch the pending events, in seq order; return how many.
@@ -659,11 +989,15 @@ class RingCore:
         rounds = (
             self._cascade_rounds if max_rounds is None else check_positive("max_rounds", max_rounds)
         )
+        if get_ident() != self._owner:
+            self._check_owner("drain")
         if self._draining:
             raise RuntimeError(
                 "drain() was called from inside a handler; events published by "
                 "handlers are dispatched by the next drain (or round)"
             )
+        if self._producers and not self._inboxes_held:
+            self._enter_inboxes()
         self._draining = True
         errors: list[Exception] = []
         total = 0

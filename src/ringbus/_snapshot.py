@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._deliveries import DeliveryTracker
-from ._normalise import NORMAL, PRIORITIES, check_non_negative
+from ._normalise import NORMAL, PRIORITIES, check_non_negative, jsonify
 from ._schedule import Schedule
 
 __all__ = [
@@ -137,6 +137,13 @@ def take_snapshot(bus: Any, debug_events: bool | int) -> dict[str, Any]:
         state["routing"] = routing
     if bus._registry.tracker is not None:
         state["deliveries"] = bus._registry.tracker.to_state()
+    inboxes = bus._inboxes()
+    if any(entries for _name, entries in inboxes):
+        state["producers"] = [
+            {"name": name, "inbox": [inbox_entry_to_dict(entry) for entry in entries]}
+            for name, entries in inboxes
+            if entries
+        ]
     if debug_events is not False:
         count = (
             bus._config.snapshot_debug_events
@@ -190,6 +197,14 @@ def prepare_restore(bus: Any, snapshot: object) -> tuple[Callable[[], None], dic
     if "deliveries" in snapshot:
         tracker = DeliveryTracker.from_state(snapshot["deliveries"])
         steps.append(lambda: setattr(bus._registry, "tracker", tracker))
+    if "producers" in snapshot:
+        inboxes = check_inboxes(bus, snapshot["producers"])
+
+        def load_inboxes() -> None:
+            for name, entries in inboxes:
+                bus._load_inbox(name, entries)
+
+        steps.append(load_inboxes)
 
     def commit() -> None:
         # Everything below was checked: none of it can fail.
@@ -290,3 +305,60 @@ def check_lanes(lanes: object, pending: list[Any]) -> tuple[dict[int, int], dict
             raise ValueError(f"snapshot destination name must be a non-empty str, got {name!r}")
         directed[seq] = name
     return lane_of_seq, directed
+
+
+#: The fields of a producer's inbox entry, in the core's entry order.
+INBOX_FIELDS = (
+    "kind",
+    "tick",
+    "day",
+    "polity_id",
+    "ward_id",
+    "actor_id",
+    "subject_id",
+    "payload",
+    "tags",
+)
+
+
+def inbox_entry_to_dict(entry: tuple[Any, ...]) -> dict[str, Any]:
+    """An inbox entry (payload as pairs) as a JSON-ready dict; tick/day ``None``: the clock's."""
+    kind, tick, day, polity_id, ward_id, actor_id, subject_id, pairs, tags = entry
+    return {
+        "kind": kind,
+        "tick": None if tick < 0 else tick,
+        "day": None if day < 0 else day,
+        "polity_id": polity_id,
+        "ward_id": ward_id,
+        "actor_id": actor_id,
+        "subject_id": subject_id,
+        "payload": {key: jsonify(value) for key, value in pairs},
+        "tags": list(tags),
+    }
+
+
+def check_inboxes(bus: Any, items: object) -> list[tuple[str, list[Any]]]:
+    """The snapshot's producer inboxes, each entry checked as ``publish`` checks an event."""
+    if not isinstance(items, list):
+        raise ValueError("snapshot 'producers' must be a list")
+    inboxes: list[tuple[str, list[Any]]] = []
+    names: set[str] = set()
+    for item in items:
+        if not isinstance(item, dict) or set(item) != {"name", "inbox"}:
+            raise ValueError("snapshot producer must be a dict with 'name' and 'inbox'")
+        name, inbox = item["name"], item["inbox"]
+        if not isinstance(name, str) or not name or name in names:
+            raise ValueError(f"snapshot producer name must be a unique non-empty str, got {name!r}")
+        names.add(name)
+        if not isinstance(inbox, list):
+            raise ValueError(f"snapshot producer {name!r} inbox must be a list")
+        entries = []
+        for fields in inbox:
+            if not isinstance(fields, dict) or set(fields) != set(INBOX_FIELDS):
+                raise ValueError(
+                    f"snapshot producer {name!r} inbox entry must be a dict with exactly "
+                    f"{', '.join(INBOX_FIELDS)}"
+                )
+            entries.append(bus._inbox_entry(*(fields[key] for key in INBOX_FIELDS), True))
+        inboxes.append((name, entries))
+    return inboxes
