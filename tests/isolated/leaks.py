@@ -65,6 +65,7 @@ def main(core_name: str) -> int:
         raise ValueError("boom")
 
     bus.subscribe(fail, kinds=["FAIL"])
+
     def live_objects() -> int:
         # The collector stops tracking a tuple of untracked items one nesting
         # level per collection: collect until the ring's nested payload
