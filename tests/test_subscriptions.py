@@ -251,3 +251,20 @@ def test_filter_arguments_are_checked(backend: Any) -> None:
     with pytest.raises(ValueError, match="filters cannot be combined with group="):
         bus.subscribe(print, group="g", polity_id="north")
     assert bus.subscriptions() == []
+
+
+def test_stats_from_another_thread_leave_ending_to_the_owner(backend: Any) -> None:
+    import threading
+
+    bus = backend.bus()
+    dropped = Listener()
+    sub = bus.subscribe(dropped.handle, weak=True)
+    del dropped
+    gc.collect()
+    seen: list[Any] = []
+    reader = threading.Thread(target=lambda: seen.append(bus.stats()["subscriptions_collected"]))
+    reader.start()
+    reader.join()
+    assert seen == [0] and sub.active  # a reader in another thread changes nothing
+    bus.drain()
+    assert not sub.active and bus.stats()["subscriptions_collected"] == 1

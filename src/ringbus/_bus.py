@@ -403,8 +403,8 @@ class EventBusBase(_Core):
 
     def stats(self) -> dict[str, Any]:
         """The core's counters, plus ``subscriptions_collected`` (weak handlers gone)."""
-        if self._collected_pending:
-            self._end_collected()
+        if self._collected_pending and threading.get_ident() == self.owner_thread:
+            self._end_collected()  # only the owner thread changes subscriptions
         stats: dict[str, Any] = super().stats()
         stats["subscriptions_collected"] = self._collected
         return stats
