@@ -113,3 +113,25 @@ def test_help_is_not_an_error() -> None:
     assert result.returncode == 0 and "demo" in result.stdout
     bare = ringbus_cli()
     assert bare.returncode == 2 and "demo" in bare.stderr
+
+
+def test_redis_demo_without_redis_py_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--spawn-redis`` without the redis package: one line, no server, no folder."""
+    import importlib.util
+    import tempfile
+
+    from ringbus.cli import main
+
+    real_find_spec = importlib.util.find_spec
+
+    def without_redis(name: str, *args: object) -> object:
+        return None if name == "redis" else real_find_spec(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_redis)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["redis-demo", "--spawn-redis", "--workers", "1", "--days", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "redis-demo: needs redis-py: pip install 'ringbus[redis]'\n"
+    assert list(tmp_path.iterdir()) == []  # no server folder was made

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -71,6 +72,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _problem(args: argparse.Namespace) -> str | None:
+    if importlib.util.find_spec("redis") is None:  # before any server is started
+        return "needs redis-py: pip install 'ringbus[redis]'"
     if not isinstance(args.url, str) or not args.url.startswith(URL_SCHEMES):
         return f"--url must start with {', '.join(URL_SCHEMES)}, got {args.url!r}"
     for option in ("workers", "consumers", "partitions", "lease_ms"):

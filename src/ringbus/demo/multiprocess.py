@@ -21,14 +21,17 @@ anything.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .._bus import EventBus
@@ -233,30 +236,44 @@ class TemporaryRedis:
         server = shutil.which("redis-server")
         if server is None:
             raise SystemExit("redis-demo: --spawn-redis needs redis-server on PATH")
+        client_module = importlib.util.find_spec("redis")
+        if client_module is None:  # checked before anything is started
+            raise SystemExit("redis-demo: needs redis-py: pip install 'ringbus[redis]'")
         self.port = _free_port()
         self.dir = tempfile.mkdtemp(prefix="ringbus-redis-")
-        subprocess.run(
-            [
-                server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--daemonize", "yes", "--dir", self.dir,
-                "--pidfile", os.path.join(self.dir, "redis.pid"),
-            ],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        client = connect(self.url, timeout=0.5)
-        for _ in range(200):
-            try:
-                client.ping()
-                return
-            except Exception:
-                time.sleep(0.05)
-        raise SystemExit(f"redis-demo: redis-server on port {self.port} did not start")
+        try:
+            subprocess.run(
+                [
+                    server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--daemonize", "yes", "--dir", self.dir,
+                    "--pidfile", os.path.join(self.dir, "redis.pid"),
+                ],
+                check=True,
+                capture_output=True,
+            )  # fmt: skip
+            client = connect(self.url, timeout=0.5)
+            for _ in range(200):
+                try:
+                    client.ping()
+                    return
+                except Exception:
+                    time.sleep(0.05)
+            raise SystemExit(f"redis-demo: redis-server on port {self.port} did not start")
+        except BaseException:
+            self.stop()  # nothing is left behind: no server, no folder
+            raise
 
     def stop(self) -> None:
+        """Stop the server (by its pid if no client can reach it) and remove its folder."""
         with contextlib.suppress(Exception):  # the server drops the connection as it stops
-            connect(self.url).shutdown(nosave=True)
+            connect(self.url, timeout=0.5).shutdown(nosave=True)
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(Path(self.dir, "redis.pid").read_text(encoding="ascii").strip())
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)  # raises once the process is gone
+                time.sleep(0.02)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
