@@ -566,9 +566,11 @@ cdef class WorldEvent:
 
 cdef tuple _make_entry(
     Py_ssize_t max_items, object kind, object tick, object day, object polity_id, object ward_id,
-    object actor_id, object subject_id, object payload, object tags, bint rebuilding,
+    object actor_id, object subject_id, object payload, object tags, object priority,
+    bint rebuilding,
 ):
     """Check an event as ``RingCore._publish`` does; return it as an inbox entry."""
+    cdef int lane = NORMAL if priority is None else lane_of(priority)
     # The checks of _publish, in the same order; the payload is kept as a
     # flat tuple of keys and values (the ring's layout), owned by the entry.
     cdef PyObject* flat[MAX_FLAT]
@@ -620,7 +622,7 @@ cdef tuple _make_entry(
     if type(tags) is not tuple or not _str_tuple(<tuple>tags):
         tags = normalise_tags(tags)
     return (
-        kind, tick_value, day_value, polity_id, ward_id, actor_id, subject_id, packed, tags
+        kind, tick_value, day_value, polity_id, ward_id, actor_id, subject_id, packed, tags, lane
     )
 
 
@@ -664,6 +666,7 @@ cdef class Producer:
         subject_id=None,
         payload=None,
         tags=(),
+        priority=None,
     ):
         """Check one event and put it in the inbox; any thread may call this.
 
@@ -683,7 +686,8 @@ cdef class Producer:
         if self._closed:
             raise ProducerClosedError(producer_closed_message(self._name))
         cdef tuple entry = _make_entry(
-            self._max_items, kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags, False
+            self._max_items, kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload,
+            tags, priority, False,
         )
         # No Python code runs between reading the inbox and appending to it.
         with cython.critical_section(self):
@@ -1464,7 +1468,7 @@ cdef class RingCore:
 
     def _inbox_entry(
         self, kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags,
-        rebuilding=False,
+        priority=None, rebuilding=False,
     ):
         """Check an event as :meth:`publish` does; return it as an inbox entry.
 
@@ -1472,8 +1476,8 @@ cdef class RingCore:
         (one that ends with the truncation marker), as a snapshot holds it.
         """
         return _make_entry(
-            self._max_payload_items, kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags,
-            bool(rebuilding),
+            self._max_payload_items, kind, tick, day, polity_id, ward_id, actor_id, subject_id,
+            payload, tags, priority, bool(rebuilding),
         )
 
     @cython.final
@@ -1485,13 +1489,17 @@ cdef class RingCore:
         cdef Py_ssize_t i
         cdef long long tick_value = entry[1]
         cdef long long day_value = entry[2]
+        cdef int lane = entry[9]
         for i in range(2 * count):
             flat[i] = _tuple_get(packed, i)
             _incref(flat[i])
-        return self._store(
+        seq = self._store(
             0, tick_value, day_value, entry[0], entry[3], entry[4], entry[5], entry[6],
             entry[8], flat, count,
         )
+        if lane != NORMAL:
+            self._mark(seq, lane, None)
+        return seq
 
     @cython.final
     cdef int _enter_inboxes(self) except -1:
@@ -1542,7 +1550,7 @@ cdef class RingCore:
             producer = <Producer>item
             entries = []
             for entry in producer._entries():
-                entries.append(entry[:7] + (_pairs_from_flat(entry[7]), entry[8]))
+                entries.append(entry[:7] + (_pairs_from_flat(entry[7]), entry[8], entry[9]))
             out.append((producer._name, entries))
         return out
 

@@ -260,7 +260,7 @@ def test_inboxes_travel_in_snapshots(backend: Any) -> None:
     bus.publish("BEFORE")
     first, second = bus.producer("first"), bus.producer("second")
     first.publish("F", 3, payload={"a": 1, "b": 2, "c": 3}, tags=("t",))
-    second.publish("S", subject_id="x", payload=[("l", [1, 2])])
+    second.publish("S", subject_id="x", payload=[("l", [1, 2])], priority="high")
     bus.producer("idle")
     snapshot = bus.snapshot()
     assert snapshot["producers"] == [
@@ -277,6 +277,7 @@ def test_inboxes_travel_in_snapshots(backend: Any) -> None:
                     "subject_id": None,
                     "payload": {"a": 1, "__truncated__": True},
                     "tags": ["t"],
+                    "priority": None,
                 }
             ],
         },
@@ -293,6 +294,7 @@ def test_inboxes_travel_in_snapshots(backend: Any) -> None:
                     "subject_id": "x",
                     "payload": {"l": [1, 2]},
                     "tags": [],
+                    "priority": "high",
                 }
             ],
         },
@@ -403,3 +405,21 @@ def test_both_cores_give_the_same_results_and_messages(
     assert all(run == runs[0] for run in runs)
     kinds = [outcome[0] for outcome in runs[0]]
     assert {"TypeError", "ValueError", "WrongThreadError", "ProducerClosedError"} <= set(kinds)
+
+
+def test_producer_events_keep_their_priority(backend: Any) -> None:
+    bus = backend.bus()
+    order: list[str] = []
+    bus.subscribe(lambda event: order.append(event.kind))
+    worker = bus.producer("worker")
+    worker.publish("low", priority="low")
+    worker.publish("normal")
+    worker.publish("urgent", priority="urgent")
+    bus.publish("loop-high", priority="high")
+    with pytest.raises(ValueError, match="priority must be one of"):
+        worker.publish("bad", priority="highest")
+    assert len(worker) == 3
+    bus.drain()
+    # the inbox enters after the loop's own event, then the round goes by lane
+    assert order == ["urgent", "loop-high", "normal", "low"]
+    assert [event.kind for event in bus.get_since(0)] == ["loop-high", "low", "normal", "urgent"]

@@ -64,9 +64,9 @@ __all__ = ["FIELDS", "DROP_POLICIES", "ROUTE_CACHE_LIMIT", "Producer", "RingCore
 Payload = tuple[tuple[str, Any], ...]
 Route = tuple[tuple[Callable[[Any], object], object], ...]
 # A producer's inbox entry: kind, tick, day (-1: the bus clock when it enters
-# the ring), the four ids, the payload pairs and the tags, all validated.
+# the ring), the four ids, the payload pairs, the tags and the lane, all validated.
 InboxEntry = tuple[
-    str, int, int, str | None, str | None, str | None, str | None, Payload, tuple[str, ...]
+    str, int, int, str | None, str | None, str | None, str | None, Payload, tuple[str, ...], int
 ]
 
 _sha256 = hashlib.sha256
@@ -293,6 +293,7 @@ class Producer:
         subject_id: str | None = None,
         payload: object = None,
         tags: object = (),
+        priority: str | None = None,
     ) -> None:
         """Check one event and put it in the inbox; any thread may call this.
 
@@ -313,7 +314,7 @@ class Producer:
         if self._closed:
             raise ProducerClosedError(producer_closed_message(self._name))
         entry = core._inbox_entry(
-            kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
+            kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags, priority
         )
         with self._lock:
             if self._closed:
@@ -790,6 +791,7 @@ class RingCore:
         subject_id: str | None,
         payload: object,
         tags: object,
+        priority: str | None = None,
         rebuilding: bool = False,
     ) -> InboxEntry:
         """Check an event as :meth:`publish` does; return it as an inbox entry.
@@ -797,6 +799,7 @@ class RingCore:
         ``rebuilding`` takes a payload already cut to ``max_payload_items``
         (one that ends with the truncation marker), as a snapshot holds it.
         """
+        lane = NORMAL if priority is None else lane_of(priority)
         kind = check_kind(kind)
         tick_value = -1 if tick is None else check_non_negative("tick", tick)
         day_value = -1 if day is None else check_non_negative("day", day)
@@ -821,11 +824,23 @@ class RingCore:
             subject_id,
             pairs,
             tag_tuple,
+            lane,
         )
 
     def _enter(self, entry: InboxEntry) -> int:
         """Store one inbox entry as the next event (as :meth:`publish` does)."""
-        kind, tick_value, day_value, polity_id, ward_id, actor_id, subject_id, pairs, tags = entry
+        (
+            kind,
+            tick_value,
+            day_value,
+            polity_id,
+            ward_id,
+            actor_id,
+            subject_id,
+            pairs,
+            tags,
+            lane,
+        ) = entry
         event = _new(WorldEvent)
         self._admit(tick_value, day_value)
         self._seq += 1
@@ -843,6 +858,8 @@ class RingCore:
             tags,
         )
         self._store(event)
+        if lane != NORMAL:
+            self._mark(self._seq, lane, None)
         return self._seq
 
     def _enter_inboxes(self) -> None:

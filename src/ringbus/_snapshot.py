@@ -318,12 +318,13 @@ INBOX_FIELDS = (
     "subject_id",
     "payload",
     "tags",
+    "priority",
 )
 
 
 def inbox_entry_to_dict(entry: tuple[Any, ...]) -> dict[str, Any]:
     """An inbox entry (payload as pairs) as a JSON-ready dict; tick/day ``None``: the clock's."""
-    kind, tick, day, polity_id, ward_id, actor_id, subject_id, pairs, tags = entry
+    kind, tick, day, polity_id, ward_id, actor_id, subject_id, pairs, tags, lane = entry
     return {
         "kind": kind,
         "tick": None if tick < 0 else tick,
@@ -334,6 +335,7 @@ def inbox_entry_to_dict(entry: tuple[Any, ...]) -> dict[str, Any]:
         "subject_id": subject_id,
         "payload": {key: jsonify(value) for key, value in pairs},
         "tags": list(tags),
+        "priority": None if lane == NORMAL else PRIORITIES[lane],
     }
 
 
