@@ -150,9 +150,10 @@ def test_the_redis_bridge_carries_them(backend: Any, redis_url: str) -> None:  #
     from ringbus.transports.redis_streams import RedisStreamSink, RedisStreamSource
 
     producer = backend.bus(name="worker-1")
-    RedisStreamSink(url=redis_url, stream="nested").attach(producer)
+    sink = RedisStreamSink(url=redis_url, stream="nested").attach(producer)
     producer.publish("DELIVERY_COMPLETED", polity_id="north", payload=CARGO)
     producer.drain()
+    assert sink.close(timeout=10)  # the sender thread has sent everything
     consumer = backend.bus(name="aggregator", clock_policy="free")
     got: list[Any] = []
     consumer.subscribe(got.append)
