@@ -691,6 +691,11 @@ class RedisStreamSource:
         self.bus = bus
         self.client: Any = client if client is not None else connect(url, cluster=cluster)
         self.cluster = is_cluster(self.client)
+        if self.cluster and not hasattr(_import_redis().cluster, "TransactionStrategy"):
+            raise ImportError(
+                "a RedisStreamSource on a Redis Cluster needs a redis-py whose cluster "
+                "pipelines run transactions: pip install -U redis"
+            )
         if self.cluster and partitions == 1 and state_key is None:
             state_key = f"{stream}:{group}:hwm:{slot_tag(stream, 1, 0)}"
         self.committing: str | None = None
@@ -1311,7 +1316,11 @@ class RedisStreamSource:
             if changed:
                 pipe.hset(part.state_key, mapping=changed)
             changes.append((part, changed))
-        rejected = [(part, record) for part, record in self._to_reject if part in parts]
+        rejected = (
+            [item for item in self._to_reject if item[0] in parts]
+            if self.cluster
+            else self._to_reject
+        )
         for part, record in rejected:
             key = (
                 f"{self.dead_letter_stream}:{part.tag}" if self.cluster else self.dead_letter_stream
@@ -1338,7 +1347,8 @@ class RedisStreamSource:
             part.committed.update(changed)
             part.to_ack = []
             part.recovered = False
-        self._to_reject = [item for item in self._to_reject if item not in rejected]
+        done = {id(item) for item in rejected}
+        self._to_reject = [item for item in self._to_reject if id(item) not in done]
         self.commits += 1
         self._recovering = False
         self._failing = False
