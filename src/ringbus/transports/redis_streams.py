@@ -54,10 +54,13 @@ __all__ = [
     "PartitionLost",
     "RedisStreamSink",
     "RedisStreamSource",
+    "close_client",
     "connect",
+    "is_cluster",
     "origin_of",
     "partition_of",
     "partition_streams",
+    "slot_tag",
 ]
 
 logger = logging.getLogger("ringbus.redis")
@@ -82,16 +85,29 @@ def _import_redis() -> Any:
     return redis
 
 
-def connect(url: str = "redis://127.0.0.1:6379/0", *, timeout: float = 1.0) -> redis.Redis:
+def connect(
+    url: str = "redis://127.0.0.1:6379/0", *, timeout: float = 1.0, cluster: bool = False
+) -> Any:
     """A Redis client that fails fast: ``timeout`` seconds per call, no hidden retries.
 
     The bridge does its own retrying (backoff in ticks), so a server that is
     gone costs one short failed call per attempt instead of a stalled loop.
+    With ``cluster=True``, a ``redis.cluster.RedisCluster`` that finds the
+    cluster's nodes from the one ``url`` names.
     """
     redis_module = _import_redis()
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    if cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
     client: redis.Redis = redis_module.Redis.from_url(
         url,
         socket_timeout=timeout,
@@ -99,6 +115,36 @@ def connect(url: str = "redis://127.0.0.1:6379/0", *, timeout: float = 1.0) -> r
         retry=Retry(NoBackoff(), 0),
     )
     return client
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` is a redis-py cluster client (``redis.cluster.RedisCluster``)."""
+    try:
+        from redis.cluster import RedisCluster
+    except ImportError:  # pragma: no cover - depends on the environment
+        return False
+    return isinstance(client, RedisCluster)
+
+
+def close_client(client: Any) -> None:
+    """Close a client's connections (every node's, for a cluster client)."""
+    client.close()
+    manager = getattr(client, "nodes_manager", None)
+    if manager is None:
+        return
+    nodes = [*manager.startup_nodes.values(), *manager.nodes_cache.values()]
+    for node in nodes:  # redis-py keeps the first node's pool apart: close it too
+        if node.redis_connection is not None:
+            node.redis_connection.connection_pool.disconnect()
+
+
+def slot_tag(stream: str, partitions: int, index: int) -> str:
+    """The hash tag that puts a partition's keys in one Redis Cluster hash slot.
+
+    ``"{p<index>}"`` for a partitioned stream; ``"{<stream>}"`` for a single
+    stream (the slot of the stream key itself).
+    """
+    return f"{{p{index}}}" if partitions > 1 else f"{{{stream}}}"
 
 
 def as_text(value: object) -> str:
@@ -187,10 +233,16 @@ class RedisStreamSink(BackgroundTransport):
     Parameters
     ----------
     client
-        A ``redis.Redis`` (or ``redis.RedisCluster``); ``None`` connects to
-        ``url`` with :func:`connect`. Only the sender thread uses it.
+        A ``redis.Redis`` (or ``redis.cluster.RedisCluster``); ``None``
+        connects to ``url`` with :func:`connect`. Only the sender thread
+        uses it.
     url
         Used when ``client`` is ``None``.
+    cluster
+        With ``client`` ``None``: connect to the Redis Cluster that ``url``
+        is a node of. Each partition stream lives in its own hash slot
+        (:func:`partition_streams`); a batch's appends go to each node in
+        one pipeline.
     stream
         The stream key (the prefix of the partitions' keys).
     partitions, key
@@ -220,6 +272,7 @@ class RedisStreamSink(BackgroundTransport):
         client: redis.Redis | None = None,
         *,
         url: str = "redis://127.0.0.1:6379/0",
+        cluster: bool = False,
         stream: str = "ringbus:events",
         partitions: int = 1,
         key: str = "polity_id",
@@ -244,7 +297,8 @@ class RedisStreamSink(BackgroundTransport):
             name=name or "redis",
             **options,
         )
-        self.client: Any = client if client is not None else connect(url)
+        self.client: Any = client if client is not None else connect(url, cluster=cluster)
+        self.cluster = is_cluster(self.client)
         self.stream = stream
         self.partitions = partitions
         self.key = key
@@ -315,7 +369,7 @@ class RedisStreamSink(BackgroundTransport):
         if not entries:
             return 0
         try:
-            connection = self.client.client_id()
+            connection = self._connection_ids()
             if connection != self._connection and self._connection is not None:
                 self._suspect = True  # connected again: the server may have restarted
             self._connection = connection
@@ -350,6 +404,15 @@ class RedisStreamSink(BackgroundTransport):
         self.entries += len(entries)
         self.last_sent_seq = max(self.last_sent_seq, records[-1][0])
         return sum(count for _stream, _fields, count in entries)
+
+    def _connection_ids(self) -> object:
+        """The server's id of this client's connection (one per node of a cluster)."""
+        if not self.cluster:
+            return self.client.client_id()
+        return {
+            node.name: self.client.execute_command("CLIENT ID", target_nodes=node)
+            for node in self.client.get_nodes()
+        }
 
     def _append(self, entries: list[tuple[str, dict[str, Any], int]], *, known: bool) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
@@ -418,7 +481,7 @@ class RedisStreamSink(BackgroundTransport):
             return super().close(timeout)
         finally:
             if self._thread is None or not self._thread.is_alive():
-                self.client.close()
+                close_client(self.client)
 
     def last_seqs(self) -> dict[str, int]:
         """The last seq written to each stream (what a consumer has applied once it is done)."""
@@ -467,11 +530,15 @@ class _Partition:
         "recovered",
         "state_key",
         "stream",
+        "tag",
         "to_ack",
     )
 
-    def __init__(self, stream: str, state_key: str, lease_key: str, claim_idle_ms: int) -> None:
+    def __init__(
+        self, stream: str, state_key: str, lease_key: str, claim_idle_ms: int, tag: str
+    ) -> None:
         self.stream = stream
+        self.tag = tag
         self.state_key = state_key
         self.lease_key = lease_key
         self.claim_idle_ms = claim_idle_ms
@@ -548,6 +615,17 @@ class RedisStreamSource:
     nothing applied is applied again), reports the loss and goes on;
     :meth:`status` says ``"recovering"`` until the next commit.
 
+    **Redis Cluster.** With a cluster client (``cluster=True``, or a
+    ``redis.cluster.RedisCluster`` passed in) every key of a partition
+    carries its hash tag (:func:`slot_tag`): the stream, the high-water
+    marks, the lease, the rejected entries (``"<dead_letter_stream>:{p<N>}"``),
+    so each partition lives in one hash slot, on one node. A poll reads one
+    partition (new entries: each owned partition in turn, blocking up to
+    100 ms in each while idle), and each commit is one transaction per
+    partition; commit hooks run inside it and must write keys of that slot:
+    name them with :meth:`slot_key`. Per-partition state written as a delta
+    (what was applied since the last commit) stays exactly once.
+
     Keep a reference to the source while it runs: the bus's drain listener
     does not keep it alive. :meth:`close` stops it and closes its connections.
 
@@ -556,7 +634,8 @@ class RedisStreamSource:
     bus
         The local bus to publish into (``clock_policy="free"``).
     client
-        A ``redis.Redis``; ``None`` connects to ``url`` with :func:`connect`.
+        A ``redis.Redis`` or ``redis.cluster.RedisCluster``; ``None``
+        connects to ``url`` with :func:`connect`.
     url
         Used when ``client`` is ``None``.
     stream, group, consumer
@@ -572,9 +651,14 @@ class RedisStreamSource:
         How long another consumer's entry must have been idle to be claimed.
     state_key
         Hash of high-water marks of a single stream (default
-        ``"<stream>:<group>:hwm"``, the pattern every partition uses).
+        ``"<stream>:<group>:hwm"``, the pattern every partition uses; in a
+        cluster ``"<stream>:<group>:hwm:{<stream>}"``, in the stream's slot).
     dead_letter_stream
-        Where invalid entries go (default ``"<stream>:rejected"``).
+        Where invalid entries go (default ``"<stream>:rejected"``; in a
+        cluster, one stream per partition with the partition's hash tag).
+    cluster
+        With ``client`` ``None``: connect to the Redis Cluster that ``url``
+        is a node of.
     """
 
     def __init__(
@@ -592,6 +676,7 @@ class RedisStreamSource:
         lease_ms: int = 10_000,
         state_key: str | None = None,
         dead_letter_stream: str | None = None,
+        cluster: bool = False,
     ) -> None:
         check_option_count("count", count)
         check_option_count("lease_ms", lease_ms)
@@ -604,7 +689,17 @@ class RedisStreamSource:
         if state_key is not None and partitions > 1:
             raise ValueError("state_key names one stream's hash: leave it out with partitions")
         self.bus = bus
-        self.client: Any = client if client is not None else connect(url)
+        self.client: Any = client if client is not None else connect(url, cluster=cluster)
+        self.cluster = is_cluster(self.client)
+        if self.cluster and not hasattr(_import_redis().cluster, "TransactionStrategy"):
+            raise ImportError(
+                "a RedisStreamSource on a Redis Cluster needs a redis-py whose cluster "
+                "pipelines run transactions: pip install -U redis"
+            )
+        if self.cluster and partitions == 1 and state_key is None:
+            state_key = f"{stream}:{group}:hwm:{slot_tag(stream, 1, 0)}"
+        self.committing: str | None = None
+        self._next_part = 0
         self.stream = stream
         self.group = group
         self.consumer = consumer
@@ -622,8 +717,9 @@ class RedisStreamSource:
                 self.state_key if len(streams) == 1 else f"{name}:{group}:hwm",
                 f"{name}:{group}:owner",
                 claim_idle_ms,
+                slot_tag(stream, partitions, index),
             )
-            for name in streams
+            for index, name in enumerate(streams)
         }
         if self.shared:
             for part in self._parts.values():
@@ -633,7 +729,7 @@ class RedisStreamSource:
         self.released = 0
         self.leases_lost = 0
         self._hooks: list[CommitHook] = []
-        self._to_reject: list[dict[str, str]] = []
+        self._to_reject: list[tuple[_Partition, dict[str, str]]] = []
         self._last_local_seq = 0
         self._started = False
         self._failing = False
@@ -807,7 +903,8 @@ class RedisStreamSource:
         if timeout is None or timeout <= 0:
             return None
         wait = timeout
-        kwargs = getattr(getattr(self.client, "connection_pool", None), "connection_kwargs", {})
+        holder = getattr(self.client, "nodes_manager" if self.cluster else "connection_pool", None)
+        kwargs = getattr(holder, "connection_kwargs", {})
         socket_timeout = kwargs.get("socket_timeout")
         if socket_timeout:
             wait = min(wait, max(0.01, float(socket_timeout) * 0.8))
@@ -856,6 +953,8 @@ class RedisStreamSource:
                 if claimed:
                     self.redelivered += len(claimed)
                     return [(part, entry_id, fields) for entry_id, fields in claimed]
+        if self.cluster:
+            return self._read_slots(owned, timeout)
         streams = {part.stream: ">" for part in owned}
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -870,6 +969,38 @@ class RedisStreamSource:
             for name, entries in reply or []
             for entry_id, fields in entries
         ]
+
+    def _read_slots(
+        self, owned: list[_Partition], timeout: float | None
+    ) -> list[tuple[_Partition, Any, Any]]:
+        """New entries from a cluster: one partition (one hash slot) per read, in turn.
+
+        A first pass reads each owned partition without blocking; then, while
+        ``timeout`` lasts, each one in turn blocks for at most 100 ms.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first = True
+        while True:
+            for _ in range(len(owned)):
+                part = owned[self._next_part % len(owned)]
+                self._next_part += 1
+                block = None
+                if not first and deadline is not None:
+                    block = self._block_ms(min(0.1, deadline - time.monotonic()))
+                reply = self.client.xreadgroup(
+                    self.group, self.consumer, {part.stream: ">"}, count=self.count, block=block
+                )
+                if reply:
+                    return [
+                        (part, entry_id, fields)
+                        for _name, entries in reply
+                        for entry_id, fields in entries
+                    ]
+                if not first and (deadline is None or time.monotonic() >= deadline):
+                    return []
+            if deadline is None or time.monotonic() >= deadline:
+                return []
+            first = False
 
     def poll(self, timeout: float | None = None) -> int:
         """Read up to ``count`` entries and publish their events on the local bus.
@@ -1034,20 +1165,22 @@ class RedisStreamSource:
             total=self.lost,
         )
 
-    def _reject(self, entry_id: Any, fields: Any, problem: str, *, invalid: bool = True) -> None:
+    def _reject(
+        self, part: _Partition, entry_id: Any, fields: Any, problem: str, *, invalid: bool = True
+    ) -> None:
         self.invalid += invalid
         self.last_invalid.append(f"{as_text(entry_id)}: {problem}")
         record = {"entry_id": as_text(entry_id), "problem": problem}
         for key, value in (fields or {}).items():
             record[f"field:{as_text(key)}"] = as_text(value)
-        self._to_reject.append(record)
+        self._to_reject.append((part, record))
 
     def _publish_entry(self, part: _Partition, entry_id: Any, fields: Any) -> bool:
         """Publish the events of one entry; return whether any was published."""
         if not fields:  # trimmed away while pending
             self.trimmed += 1
             problem = "entry was trimmed from the stream before it was read"
-            self._reject(entry_id, fields, problem, invalid=False)
+            self._reject(part, entry_id, fields, problem, invalid=False)
             return False
         data = {as_text(key): value for key, value in fields.items()}
         try:
@@ -1062,7 +1195,9 @@ class RedisStreamSource:
                 records = [{**record, "seq": seq} if isinstance(record, dict) else record]
             prev = int(as_text(data["prev_seq"])) if "prev_seq" in data else None
         except (KeyError, ValueError, AttributeError) as error:
-            self._reject(entry_id, fields, f"not a ringbus entry: {type(error).__name__}: {error}")
+            self._reject(
+                part, entry_id, fields, f"not a ringbus entry: {type(error).__name__}: {error}"
+            )
             return False
         last = part.hwm.get(producer, 0)
         if prev is not None and prev > last:
@@ -1087,7 +1222,7 @@ class RedisStreamSource:
                 or type(record["tags"]) is not list
             ):
                 problems = validate_event_dict(record) or ["seq must be an int >= 0"]
-                self._reject(entry_id, fields, "; ".join(problems))
+                self._reject(part, entry_id, fields, "; ".join(problems))
                 continue
             seq = record["seq"]
             last = hwm.get(producer, 0)
@@ -1108,7 +1243,7 @@ class RedisStreamSource:
                 )
             except (TypeError, ValueError) as error:
                 problems = validate_event_dict(record) or [f"{type(error).__name__}: {error}"]
-                self._reject(entry_id, fields, "; ".join(problems))
+                self._reject(part, entry_id, fields, "; ".join(problems))
                 continue
             if seq != last + 1 and prev is None:
                 self.gaps += 1  # no chain to tell: the sink selected kinds, or events are missing
@@ -1134,6 +1269,34 @@ class RedisStreamSource:
         parts = [part for part in self._parts.values() if part.to_ack]
         if not parts or not self._dispatched():
             return not parts
+        if not self.cluster:
+            return self._commit(parts)
+        for part in parts:  # a cluster: one transaction per partition (one hash slot)
+            self.committing = part.stream
+            try:
+                if not self._commit([part]):
+                    return False
+            finally:
+                self.committing = None
+        return True
+
+    def slot_key(self, name: str) -> str:
+        """``name`` in the hash slot of the partition being committed (for commit hooks).
+
+        Against a Redis Cluster each commit is one transaction per partition,
+        so every key a commit hook writes must be in that partition's slot:
+        ``"<name>:{p<N>}"`` (``"<name>:{<stream>}"`` for a single stream).
+        On a single server one transaction covers every partition and
+        ``name`` is returned as it is.
+        """
+        if not self.cluster:
+            return name
+        if self.committing is None:
+            raise RuntimeError("slot_key names a key of the commit in progress: call it in a hook")
+        return f"{name}:{self._parts[self.committing].tag}"
+
+    def _commit(self, parts: list[_Partition]) -> bool:
+        """One transaction: the fence, the marks, the rejected entries, the acks, the hooks."""
         redis_module = _import_redis()
         pipe = self.client.pipeline(transaction=True)
         if self.shared:
@@ -1153,8 +1316,16 @@ class RedisStreamSource:
             if changed:
                 pipe.hset(part.state_key, mapping=changed)
             changes.append((part, changed))
-        for record in self._to_reject:
-            pipe.xadd(self.dead_letter_stream, record, maxlen=10_000, approximate=True)
+        rejected = (
+            [item for item in self._to_reject if item[0] in parts]
+            if self.cluster
+            else self._to_reject
+        )
+        for part, record in rejected:
+            key = (
+                f"{self.dead_letter_stream}:{part.tag}" if self.cluster else self.dead_letter_stream
+            )
+            pipe.xadd(key, record, maxlen=10_000, approximate=True)
         for part in parts:
             pipe.xack(part.stream, self.group, *part.to_ack)
         try:
@@ -1176,7 +1347,8 @@ class RedisStreamSource:
             part.committed.update(changed)
             part.to_ack = []
             part.recovered = False
-        self._to_reject = []
+        done = {id(item) for item in rejected}
+        self._to_reject = [item for item in self._to_reject if id(item) not in done]
         self.commits += 1
         self._recovering = False
         self._failing = False
@@ -1254,4 +1426,4 @@ class RedisStreamSource:
         """
         with contextlib.suppress(ValueError):  # closed before
             self.bus.remove_drain_listener(self._listener)
-        self.client.close()
+        close_client(self.client)
