@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from _redis_cluster import cluster_url, redis_cluster  # noqa: F401  (fixtures)
 from _redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
 
 #: The Redis URL the README's examples are written for; the test's own
 #: server (on a free port) stands in for it.
 README_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: The same for the README's Redis Cluster example: the test's own cluster.
+README_CLUSTER_URL = "redis://127.0.0.1:7000/0"
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -71,14 +74,16 @@ def test_every_python_block_runs_as_written(
 ) -> None:
     """Each block runs in a fresh namespace (in an empty folder) and prints.
 
-    A block that talks to Redis at ``README_REDIS_URL`` talks to the test's
-    own redis-server instead.
+    A block that talks to Redis at ``README_REDIS_URL`` (or a cluster at
+    ``README_CLUSTER_URL``) talks to the test's own server (or cluster) instead.
     """
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__readme__"}
     for line, code in chain:
         if README_REDIS_URL in code:
             code = code.replace(README_REDIS_URL, request.getfixturevalue("redis_url"))
+        if README_CLUSTER_URL in code:
+            code = code.replace(README_CLUSTER_URL, request.getfixturevalue("cluster_url"))
         exec(compile("\n" * (line - 1) + code, str(README), "exec"), namespace)
     assert capsys.readouterr().out, "a README example should show what it does"
 
