@@ -32,3 +32,22 @@ def run_world(bus: Any, ticks: int = 10, per_tick: int = 3, *, every_field: bool
                 **extra,
             )
         bus.drain()
+
+
+def kill_writer(code: str, seconds: float) -> None:
+    """Run a journal writer script (``code``) until it prints ``running``, let it
+    write for ``seconds``, then SIGKILL it (and check that it was killed)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "running"
+            time.sleep(seconds)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL

@@ -5,17 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _journals import SRC, run_world
+from _journals import SRC, kill_writer, run_world
 from ringbus import kinds
 from ringbus.__main__ import main as ringbus_main
 from ringbus.journal import (
@@ -508,15 +506,7 @@ def test_a_killed_writer_leaves_a_journal_that_verifies_and_resumes(
 ) -> None:
     path = tmp_path / "crash.jsonl"
     code = WRITER.format(src=SRC, core=backend.core.__name__, path=str(path), limit=None)
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "running"
-            time.sleep(0.2)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    kill_writer(code, 0.2)
     report = verify_journal(path)
     assert [p.kind for p in report.problems] in (["torn"], ["unsealed"]), report.problems[:3]
     assert report.last_seq is not None and report.last_seq >= 100

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _journals import SRC, run_world
+from _journals import SRC, kill_writer, run_world
 from ringbus import kinds
 from ringbus.__main__ import main as ringbus_main
 from ringbus.journal import (
@@ -436,15 +434,7 @@ journal.close()
 def test_sigkill_during_group_commit_then_resume(backend: Any, tmp_path: Path) -> None:
     path = tmp_path / "crash.jsonl"
     code = WRITER.format(src=SRC, core=backend.core.__name__, path=str(path), limit=None)
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "running"
-            time.sleep(0.3)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    kill_writer(code, 0.3)
     report = verify_journal(path)
     assert [p.kind for p in report.problems] in (["torn"], ["unsealed"]), report.problems[:3]
     assert report.events >= 4000 and report.checkpoint_events >= 4000
