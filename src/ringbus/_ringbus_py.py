@@ -3,11 +3,14 @@
 This module is the readable reference: the extension matches it name for
 name, result for result, exception for exception and message for message.
 It is used when the extension is not built or ``RINGBUS_NO_EXTENSIONS`` is
-set, and it is what type checkers see.
+set, and it is what type checkers see. ``RingCore`` also follows the
+extension's structure, method for method: ring positions, slots, the spill
+and the urgent lane by position, so the compiled code can be read here.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import json.encoder
@@ -401,11 +404,20 @@ class RingCore:
             )
         self._monotonic = clock_policy == "monotonic"
         self._enabled = bool(enabled)
-        self._ring: deque[WorldEvent] = deque(maxlen=self._max_events)
-        self._pending: deque[WorldEvent] = deque()
-        # Urgent lane: pending urgent events (also in _pending, in seq order);
-        # _done holds the seqs of those already dispatched ahead of their turn.
-        self._urgent: deque[WorldEvent] = deque()
+        # Positions count stored events; position p lives in slot p % _max_events.
+        # Events at positions >= _next_pos are pending; pending events that the
+        # ring overwrote wait in _spill. The slot list grows up to _max_events
+        # (a huge ring that is never filled costs nothing), then wraps.
+        self._pos = 0
+        self._next_pos = 0
+        # _pos % _max_events and _next_pos % _max_events, kept as they move.
+        self._pos_slot = 0
+        self._next_slot = 0
+        self._slots: list[WorldEvent] = []
+        self._spill: deque[WorldEvent] = deque()
+        # Urgent lane: (position, seq) of pending urgent events; _done holds the
+        # positions of those already dispatched ahead of their turn.
+        self._urgent: deque[tuple[int, int]] = deque()
         self._done: set[int] = set()
         # The lane of each pending "high" or "low" event, by seq.
         self._levels: dict[int, int] = {}
@@ -590,6 +602,26 @@ class RingCore:
                     payload,
                     tags,
                 )
+        return self._publish(
+            kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
+        )
+
+    def _publish(
+        self,
+        kind: str,
+        tick: int | None,
+        day: int | None,
+        polity_id: str | None,
+        ward_id: str | None,
+        actor_id: str | None,
+        subject_id: str | None,
+        payload: object,
+        tags: object,
+    ) -> int:
+        if not self._enabled:
+            return 0
+        if get_ident() != self._owner:
+            self._check_owner("publish")
         kind = check_kind(kind)
         # -1: the bus clock, read when the event is stored.
         tick_value = -1 if tick is None else check_non_negative("tick", tick)
@@ -600,27 +632,19 @@ class RingCore:
         subject_id = check_id("subject_id", subject_id)
         pairs = normalise_payload(payload, self._max_payload_items)
         tag_tuple = normalise_tags(tags)
-        # Allocated before anything is decided: the allocation may run the
-        # cyclic GC, and a finalizer that publishes must not take a seq (or
-        # move the clock) in between.
-        event = _new(WorldEvent)
-        self._admit(tick_value, day_value)
-        self._seq += 1
-        _fill_event(
-            event,
-            self._seq,
-            self._tick if tick_value < 0 else tick_value,
-            self._day if day_value < 0 else day_value,
+        return self._store(
+            0,
+            tick_value,
+            day_value,
             kind,
             polity_id,
             ward_id,
             actor_id,
             subject_id,
-            pairs,
             tag_tuple,
+            pairs,
+            len(pairs),
         )
-        self._store(event)
-        return self._seq
 
     def ingest(self, event: WorldEvent) -> int:
         """Accept an already built event, keeping its seq (replay, restore).
@@ -635,20 +659,33 @@ class RingCore:
             self._check_owner("ingest")
         if type(event) is not WorldEvent:
             raise TypeError(f"ingest() takes a WorldEvent, got {type(event).__name__}")
-        if event.seq <= self._seq:
+        self._check_ingest_seq(event.seq)
+        payload = event.payload
+        count = len(payload)
+        if count > self._max_payload_items:
             raise ValueError(
-                f"event seq {event.seq} is not after latest_seq {self._seq}: "
-                "ingested seqs must increase"
-            )
-        if len(event.payload) > self._max_payload_items:
-            raise ValueError(
-                f"event seq {event.seq} has {len(event.payload)} payload items, "
+                f"event seq {event.seq} has {count} payload items, "
                 f"more than max_payload_items={self._max_payload_items}"
             )
-        self._admit(event.tick, event.day)
-        self._seq = event.seq
-        self._store(event)
-        return self._seq
+        return self._store(
+            event.seq,
+            event.tick,
+            event.day,
+            event.kind,
+            event.polity_id,
+            event.ward_id,
+            event.actor_id,
+            event.subject_id,
+            event.tags,
+            payload,
+            count,
+        )
+
+    def _check_ingest_seq(self, seq: int) -> None:
+        if seq <= self._seq:
+            raise ValueError(
+                f"event seq {seq} is not after latest_seq {self._seq}: ingested seqs must increase"
+            )
 
     def _publish_routed(
         self,
@@ -668,16 +705,8 @@ class RingCore:
         if destination is not None and (type(destination) is not str or not destination):
             raise TypeError(f"destination must be a non-empty str, got {destination!r}")
         check_lane(lane)
-        seq = self.publish(
-            kind,
-            tick,
-            day,
-            polity_id=polity_id,
-            ward_id=ward_id,
-            actor_id=actor_id,
-            subject_id=subject_id,
-            payload=payload,
-            tags=tags,
+        seq = self._publish(
+            kind, tick, day, polity_id, ward_id, actor_id, subject_id, payload, tags
         )
         if seq:
             self._mark(seq, lane, destination)
@@ -694,40 +723,157 @@ class RingCore:
         return seq
 
     def _mark(self, seq: int, lane: int, destination: str | None) -> None:
-        if lane == URGENT:
-            self._urgent.append(self._pending[-1])
-        elif lane != NORMAL:
+        position = self._pos - 1  # the event just stored
+        if lane != URGENT and lane != NORMAL:
             self._levels[seq] = lane
+        if lane == URGENT:
+            entry = (position, seq)  # may run finalizers that publish urgent events too
+            index = len(self._urgent)
+            while index and self._urgent[index - 1][0] > position:
+                index -= 1
+            self._urgent.insert(index, entry)  # the lane stays in position order
         if destination is not None:
             self._destinations[seq] = destination
 
     def pending_routing(self) -> tuple[list[tuple[int, int]], list[tuple[int, str]]]:
         """``(seq, lane)`` of pending events not in the normal lane, in seq order, and
         ``(seq, destination)`` of pending direct ones."""
-        lanes = [(event.seq, URGENT) for event in self._urgent]
+        lanes = [(seq, URGENT) for _position, seq in self._urgent]
         lanes += self._levels.items()
         return sorted(lanes), sorted(self._destinations.items())
 
-    def _admit(self, tick: int, day: int) -> None:
-        """Refuse an event at ``tick`` and ``day`` (-1: the clock's) if it may not be stored."""
+    def _pending_count(self) -> int:
+        return self._pos - self._next_pos - len(self._done)
+
+    def _is_pending(self, position: int) -> bool:
+        """Whether the event at ``position`` has not been dispatched yet."""
+        return position >= self._next_pos and not (self._done and position in self._done)
+
+    def _full(self, seq: int, tick: int, day: int) -> bool:
+        """Whether storing an event (with ``seq``, or numbered next if 0; at
+        ``tick`` and ``day``, or the clock's if -1) must be refused."""
+        return (
+            (seq != 0 and seq <= self._seq)
+            or (self._monotonic and ((0 <= tick < self._tick) or (0 <= day < self._day)))
+            # _pending_count(), inlined: this runs for every event.
+            or self._pos - self._next_pos - len(self._done) >= self._max_pending
+            or (self._raise_when_full and self._pos >= self._max_events)
+        )
+
+    def _refuse(self, seq: int, tick: int, day: int) -> None:
+        """Raise the error that ``_full`` found."""
+        if seq != 0:
+            self._check_ingest_seq(seq)
         if self._monotonic and 0 <= tick < self._tick:
             raise ValueError(event_before_clock_message("tick", tick, self._tick))
         if self._monotonic and 0 <= day < self._day:
             raise ValueError(event_before_clock_message("day", day, self._day))
-        if len(self._pending) - len(self._done) >= self._max_pending:
+        if self._pending_count() >= self._max_pending:
             raise PendingOverflowError(pending_overflow_message(self._max_pending))
-        if self._raise_when_full and len(self._ring) >= self._max_events:
+        if self._raise_when_full and self._pos >= self._max_events:
             raise RingFullError(ring_full_message(self._max_events))
+        raise AssertionError("_refuse() found nothing to refuse")  # cannot happen
 
-    def _store(self, event: WorldEvent) -> None:
-        if self._monotonic:  # an event later than the clock moves it forward
-            self._tick = event.tick
-            self._day = event.day
-        if len(self._ring) == self._max_events:
+    def _prepare_slot(self, seq: int, tick: int, day: int) -> None:
+        """Make the slot at ``_pos`` ready to be overwritten, or refuse the event.
+
+        The event in the slot, if still pending, is kept in the spill. The
+        stored events are immutable, so no view handed out needs a copy of
+        its own (the compiled core's views do, and may run code meanwhile).
+        """
+        if self._full(seq, tick, day):
+            self._refuse(seq, tick, day)
+        if self._is_pending(self._pos - self._max_events):
+            self._spill.append(self._slots[self._pos_slot])
+
+    def _store(
+        self,
+        seq: int,
+        tick: int,
+        day: int,
+        kind: str,
+        polity_id: str | None,
+        ward_id: str | None,
+        actor_id: str | None,
+        subject_id: str | None,
+        tags: tuple[str, ...],
+        payload_pairs: Payload,
+        count: int,
+    ) -> int:
+        """Write one event into the slot at ``_pos`` and return its seq.
+
+        ``seq`` 0 numbers the event next (publish); otherwise it is the
+        event's own (ingest). ``tick``/``day`` -1 take the bus clock.
+        ``payload_pairs`` holds the ``count`` pairs, already checked (the
+        compiled core takes them as a C array of references and its length).
+        """
+        # Allocated before anything is decided: the allocation may run the
+        # cyclic GC, and a finalizer that publishes must not take a seq (or
+        # move the clock) in between.
+        event = _new(WorldEvent)
+        slots = self._slots
+        slot = self._pos_slot
+        if slot < len(slots) and self._pos - self._max_events >= self._next_pos:
+            # A pending event in the way: the slow path.
+            self._prepare_slot(seq, tick, day)
+        elif self._full(seq, tick, day):
+            self._refuse(seq, tick, day)
+        if seq == 0:
+            seq = self._seq + 1
+        # The clock is read now, after any code that may have moved it; an
+        # event later than the clock moves it forward.
+        if tick < 0:
+            tick = self._tick
+        if day < 0:
+            day = self._day
+        _fill_event(
+            event,
+            seq,
+            tick,
+            day,
+            kind,
+            polity_id,
+            ward_id,
+            actor_id,
+            subject_id,
+            payload_pairs,
+            tags,
+        )
+        if slot < len(slots):
+            slots[slot] = event
             self._overwritten += 1
-        self._ring.append(event)
-        self._pending.append(event)
+        else:
+            slots.append(event)  # the ring grows to max_events, then wraps
+        self._seq = seq
+        if self._monotonic:
+            self._tick = tick
+            self._day = day
+        self._pos += 1
+        self._pos_slot = slot + 1 if slot + 1 < self._max_events else 0
         self._published += 1
+        return seq
+
+    def _event_at(self, position: int) -> WorldEvent | None:
+        """The event at ``position``, or None if it is no longer retained.
+
+        The compiled core builds an event with its own payload copy here;
+        the twin's slot already holds the immutable event.
+        """
+        if position < self._oldest_pos() or position >= self._pos:
+            return None
+        return self._slots[position % self._max_events]
+
+    def _view_at(self, position: int, slot: int) -> WorldEvent | None:
+        """The event at ``position`` (in ``slot``) as drain hands it out, or None
+        if it was overwritten meanwhile.
+
+        The compiled core builds a view on the slot's payload (recycling the
+        previous delivery's event when nobody else holds it); the twin's
+        slot already holds the immutable event, which is its own view.
+        """
+        if position < self._pos - self._max_events:  # position < _oldest_pos()
+            return None
+        return self._slots[slot]
 
     # -- producers ------------------------------------------------------
     def producer(self, name: str) -> Producer:
@@ -841,26 +987,22 @@ class RingCore:
             tags,
             lane,
         ) = entry
-        event = _new(WorldEvent)
-        self._admit(tick_value, day_value)
-        self._seq += 1
-        _fill_event(
-            event,
-            self._seq,
-            self._tick if tick_value < 0 else tick_value,
-            self._day if day_value < 0 else day_value,
+        seq = self._store(
+            0,
+            tick_value,
+            day_value,
             kind,
             polity_id,
             ward_id,
             actor_id,
             subject_id,
-            pairs,
             tags,
+            pairs,
+            len(pairs),
         )
-        self._store(event)
         if lane != NORMAL:
-            self._mark(self._seq, lane, None)
-        return self._seq
+            self._mark(seq, lane, None)
+        return seq
 
     def _enter_inboxes(self) -> None:
         """Move every inbox into the ring, producers in order (the start of a drain).
@@ -939,45 +1081,134 @@ class RingCore:
         """
         return None
 
-    def _route_of(self, event: WorldEvent) -> Route:
-        destinations = self._destinations
-        destination = destinations.get(event.seq) if destinations else None
-        if destination is not None:
-            direct = self._resolve_direct(destination, event.kind)
-            if type(direct) is not tuple:
-                raise TypeError("_resolve_direct() must return a tuple")
-            return direct
-        cached = self._routes.get(event.kind)
-        if cached is not None:
-            return cached
-        route = self._resolve_route(event.kind)
+    def _oldest_pos(self) -> int:
+        return self._pos - min(self._pos, self._max_events)
+
+    def _route_for(self, kind: str, seq: int) -> Route:
+        if self._destinations:
+            destination = self._destinations.get(seq)
+            if destination is not None:
+                direct = self._resolve_direct(destination, kind)
+                if type(direct) is not tuple:
+                    raise TypeError("_resolve_direct() must return a tuple")
+                return direct
+        found = self._routes.get(kind)
+        if found is not None:
+            return found
+        route = self._resolve_route(kind)
         if type(route) is not tuple:
             raise TypeError("_resolve_route() must return a tuple")
         if len(self._routes) >= ROUTE_CACHE_LIMIT:
             # Bounded: a run that keeps inventing kinds re-resolves them
             # instead of growing the cache; a kind seen before is one lookup.
             self._routes.clear()
-        self._routes[event.kind] = route
+        self._routes[kind] = route
         return route
 
-    def _deliver(self, event: WorldEvent, route: Route, errors: list[Exception]) -> None:
+    def _deliver(
+        self, event: WorldEvent, seq: int, route: Route, errors: list[Exception] | None
+    ) -> list[Exception] | None:
+        """Hand ``event`` to every entry of ``route``; collect errors to raise."""
         self._dispatched += 1
-        destination = self._destinations.pop(event.seq, None) if self._destinations else None
-        if destination is not None and not route:
-            error = self._on_undeliverable(event, destination)
-            if error is not None:
-                errors.append(error)
+        if self._destinations:
+            destination = self._destinations.pop(seq, None)
+            if destination is not None and not route:
+                problem = self._on_undeliverable(event, destination)
+                if problem is not None:
+                    if errors is None:
+                        errors = []
+                    errors.append(problem)
         for handler, subscription in route:
             try:
                 result = handler(event)
                 if result is not None and isawaitable(result):
-                    refuse_awaitable(result, handler)  # never counted as delivered
+                    # A sync handler that made a coroutine: it never ran, so
+                    # the event is a handler error, never a delivery.
+                    refuse_awaitable(result, handler)
             except Exception as error:
                 self._handler_errors += 1
                 if self._on_handler_error(event, subscription, error):
+                    if errors is None:
+                        errors = []
                     errors.append(error)
             else:
                 self._delivered += 1
+        return errors
+
+    def _unspill(self, event: WorldEvent) -> None:
+        """Remove ``event`` itself from the spill (by identity: comparing
+        events would run code)."""
+        for index, other in enumerate(self._spill):
+            if other is event:
+                del self._spill[index]
+                return
+        raise AssertionError(f"spilled event seq {event.seq} is missing")
+
+    def _spilled_event(self, seq: int) -> WorldEvent:
+        for event in self._spill:
+            if event.seq == seq:
+                return event
+        raise AssertionError(f"pending event seq {seq} is missing")  # cannot happen
+
+    def _deliver_ahead(
+        self, position: int, seq: int, lane: int, errors: list[Exception] | None
+    ) -> list[Exception] | None:
+        """Dispatch the pending event at ``position`` ahead of its turn, taking it
+        out of its lane and marking it done."""
+        spilled = position < self._oldest_pos()
+        if spilled:
+            kind = self._spilled_event(seq).kind
+        else:
+            kind = self._slots[position % self._max_events].kind
+        route = self._route_for(kind, seq)  # may run code that publishes
+        event = None if spilled else self._event_at(position)
+        if event is None:  # spilled, or overwritten meanwhile (and so spilled)
+            spilled = True
+            event = self._spilled_event(seq)
+        if lane == URGENT:
+            self._urgent.popleft()  # the lane's first: it is in position order
+        else:
+            self._levels.pop(seq, None)
+        if spilled:
+            self._unspill(event)
+        self._done.add(position)
+        return self._deliver(event, seq, route, errors)
+
+    def _dispatch_by_lane(
+        self, end: int, errors: list[Exception] | None
+    ) -> tuple[list[Exception] | None, int]:
+        """Dispatch the round's events (positions before ``end``) highest lane
+        first, in seq order within a lane, each marked done; return the errors
+        and how many were dispatched."""
+        order: list[tuple[int, int, int]] = []
+        spilled = iter(self._spill)
+        done = self._done
+        # The walk allocates: no collection (and so no finalizer that publishes)
+        # runs while it reads the ring.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            urgent = {entry_seq for _position, entry_seq in self._urgent}
+            oldest = self._oldest_pos()
+            position = self._next_pos
+            while position < end:
+                if not (done and position in done):
+                    if position < oldest:
+                        seq = next(spilled).seq
+                    else:
+                        seq = self._slots[position % self._max_events].seq
+                    lane = URGENT if seq in urgent else self._levels.get(seq, NORMAL)
+                    order.append((-lane, position, seq))
+                position += 1
+        finally:
+            if collecting:
+                gc.enable()
+        order.sort()
+        total = 0
+        for negative_lane, position, seq in order:
+            errors = self._deliver_ahead(position, seq, -negative_lane, errors)
+            total += 1
+        return errors, total
 
     def _count_deliveries(self, delivered: int, handler_errors: int) -> None:
         """Add to the delivery counters (deliveries made outside :meth:`drain`'s loop)."""
@@ -1006,6 +1237,9 @@ class RingCore:
         rounds = (
             self._cascade_rounds if max_rounds is None else check_positive("max_rounds", max_rounds)
         )
+        capacity = self._max_events
+        total = 0
+        errors: list[Exception] | None = None
         if get_ident() != self._owner:
             self._check_owner("drain")
         if self._draining:
@@ -1016,84 +1250,65 @@ class RingCore:
         if self._producers and not self._inboxes_held:
             self._enter_inboxes()
         self._draining = True
-        errors: list[Exception] = []
-        total = 0
-        pending = self._pending
-        urgent = self._urgent
+        slots = self._slots
         done = self._done
         try:
             for _ in range(rounds):
-                count = len(pending)
-                if count == len(done):
+                end = self._pos
+                if self._next_pos >= end:
                     break
-                last = pending[-1].seq
                 if self._levels:
                     # "high" or "low" events: order the whole round by lane.
-                    total += self._dispatch_by_lane(last, errors)
+                    errors, dispatched = self._dispatch_by_lane(end, errors)
+                    total += dispatched
                 # The urgent lane first: urgent events pending when the round began.
-                while urgent and urgent[0].seq <= last:
-                    event = urgent[0]
-                    route = self._route_of(event)
-                    urgent.popleft()
-                    done.add(event.seq)
+                while self._urgent:
+                    position, seq = self._urgent[0]
+                    if position >= end:
+                        break
+                    errors = self._deliver_ahead(position, seq, URGENT, errors)
                     total += 1
-                    self._deliver(event, route, errors)
-                for _ in range(count):
-                    event = pending[0]
-                    if done and event.seq in done:
-                        pending.popleft()
-                        done.discard(event.seq)
+                while self._next_pos < end:
+                    position = self._next_pos
+                    slot = self._next_slot
+                    if done and position in done:
+                        done.discard(position)  # dispatched by the urgent lane
+                        self._next_pos = position + 1
+                        self._next_slot = slot + 1 if slot + 1 < capacity else 0
                         continue
-                    route = self._route_of(event)
-                    pending.popleft()
+                    # position < _oldest_pos(), inlined (positions are never
+                    # negative): it is read twice for every event.
+                    spilled = position < self._pos - capacity
+                    event = self._spill[0] if spilled else slots[slot]
+                    seq = event.seq
+                    route = self._route_for(event.kind, seq)  # may run code that publishes
+                    if not spilled and position < self._pos - capacity:
+                        # Overwritten meanwhile, so spilled: it is the spill's first.
+                        spilled = True
+                        event = self._spill[0]
+                    if spilled:
+                        self._spill.popleft()
+                    else:
+                        view = self._view_at(position, slot)
+                        # None only if overwritten since the check: no code ran since.
+                        event = self._spill.popleft() if view is None else view
+                    self._next_pos = position + 1
+                    self._next_slot = slot + 1 if slot + 1 < capacity else 0
                     total += 1
-                    self._deliver(event, route, errors)
+                    errors = self._deliver(event, seq, route, errors)
         finally:
             self._draining = False
-        left = len(pending) - len(done)
+        left = self._pending_count()
         if rounds > 1 and left:
             cascade = CascadeLimitError(cascade_limit_message(rounds, left))
-            if not errors:
+            if errors is None:
                 raise cascade
             errors.append(cascade)
-        if errors:
+        if errors is not None:
             raise ExceptionGroup(handler_errors_message(len(errors)), errors)
         return total
 
-    def _dispatch_by_lane(self, last: int, errors: list[Exception]) -> int:
-        """Dispatch the round's events (seqs up to ``last``) highest lane first,
-        in seq order within a lane, marking each done; return how many."""
-        done = self._done
-        levels = self._levels
-        urgent = {event.seq for event in self._urgent}
-        order: list[tuple[int, int, WorldEvent]] = []
-        for event in self._pending:
-            seq = event.seq
-            if seq > last:
-                break
-            if seq not in done:
-                lane = URGENT if seq in urgent else levels.get(seq, NORMAL)
-                order.append((-lane, seq, event))
-        order.sort(key=_lane_order)
-        for negative_lane, seq, event in order:
-            route = self._route_of(event)
-            if negative_lane == -URGENT:
-                self._urgent.popleft()  # the lane's first: it is in seq order
-            else:
-                levels.pop(seq, None)
-            done.add(seq)
-            self._deliver(event, route, errors)
-        return len(order)
-
     # -- reading -------------------------------------------------------
-    def _retained(self) -> tuple[WorldEvent, ...]:
-        # Another thread may append while we copy; copy again until clean.
-        while True:
-            try:
-                return tuple(self._ring)
-            except RuntimeError:
-                continue
-
     def get_since(
         self, seq: int, kinds: Container[str] | None = None, limit: int | None = None
     ) -> list[WorldEvent]:
@@ -1108,19 +1323,42 @@ class RingCore:
         limit
             At most this many events (the oldest of those that match).
         """
-        seq = check_non_negative("seq", seq)
-        limit = check_limit(limit)
-        retained = self._retained()
-        start = len(retained)
-        while start and retained[start - 1].seq > seq:
-            start -= 1
+        since = check_non_negative("seq", seq)
+        wanted = check_limit(limit)
+        # The first allocation, before the ring is looked at: a collection it
+        # runs (and any finalizer that publishes) happens before the read.
         out: list[WorldEvent] = []
-        for event in retained[start:]:
-            if limit is not None and len(out) >= limit:
-                break
-            if kinds is not None and event.kind not in kinds:
-                continue
-            out.append(event)
+        collecting = gc.isenabled()
+        gc.disable()  # the read allocates: no collection midway
+        try:
+            low = self._oldest_pos()
+            high = end = self._pos
+            while low < high:
+                middle = (low + high) >> 1
+                if self._slots[middle % self._max_events].seq > since:
+                    high = middle
+                else:
+                    low = middle + 1
+            position = low
+            while position < end:
+                if wanted is not None and len(out) >= wanted:
+                    break
+                if kinds is not None:
+                    kind = self._slots[position % self._max_events].kind
+                    if kind not in kinds:  # may run code
+                        position += 1
+                        continue
+                event = self._event_at(position)
+                if event is None:
+                    # Overwritten meanwhile (by code run by ``kinds`` or by
+                    # another thread): go on from what is left.
+                    position = max(position + 1, self._oldest_pos())
+                    continue
+                out.append(event)
+                position += 1
+        finally:
+            if collecting:
+                gc.enable()
         return out
 
     def latest_seq(self) -> int:
@@ -1129,20 +1367,36 @@ class RingCore:
 
     def oldest_seq(self) -> int:
         """Seq of the oldest retained event (``0`` when none is retained)."""
-        retained = self._retained()
-        return retained[0].seq if retained else 0
+        if self._pos == 0:
+            return 0
+        return self._slots[self._oldest_pos() % self._max_events].seq
 
     def pending_count(self) -> int:
         """Number of events waiting for :meth:`drain`."""
-        return len(self._pending) - len(self._done)
+        return self._pending_count()
 
     def pending_events(self) -> list[WorldEvent]:
         """The events waiting for :meth:`drain`, in seq order."""
-        done = self._done
-        return [event for event in self._pending if not done or event.seq not in done]
+        # Allocated (and so any collection run) before the bus is looked at.
+        out: list[WorldEvent] = []
+        collecting = gc.isenabled()
+        gc.disable()  # no collection while reading
+        try:
+            out.extend(self._spill)
+            position = max(self._next_pos, self._oldest_pos())
+            while position < self._pos:
+                if not (self._done and position in self._done):
+                    event = self._event_at(position)
+                    if event is not None:  # no code runs meanwhile: never None
+                        out.append(event)
+                position += 1
+        finally:
+            if collecting:
+                gc.enable()
+        return out
 
     def __len__(self) -> int:
-        return len(self._ring)
+        return min(self._pos, self._max_events)
 
     def stats(self) -> dict[str, int]:
         """Counters of the bus.
@@ -1157,13 +1411,9 @@ class RingCore:
             "delivered": self._delivered,
             "handler_errors": self._handler_errors,
             "overwritten": self._overwritten,
-            "pending": len(self._pending) - len(self._done),
-            "retained": len(self._ring),
+            "pending": self._pending_count(),
+            "retained": min(self._pos, self._max_events),
         }
-
-
-def _lane_order(entry: tuple[int, int, WorldEvent]) -> tuple[int, int]:
-    return entry[0], entry[1]
 
 
 # -- journal lines -------------------------------------------------------------
