@@ -1884,45 +1884,89 @@ cdef class RingCore:
         cdef long long since = _clock_arg("seq", seq)
         cdef object cap = check_limit(limit)
         cdef Py_ssize_t wanted = -1 if cap is None else <Py_ssize_t>min(cap, 1 << 62)
-        cdef long long low, high, middle, position, end
-        cdef object event, kind
+        cdef long long position, end
+        cdef object verdict
         cdef bint collecting
-        # The first allocation, before the ring is looked at: a collection it
-        # runs (and any finalizer that publishes) happens before the read.
-        cdef list out = []
-        collecting = PyGC_Disable()  # the read allocates: no collection midway
-        try:
-            low = self._oldest_pos()
-            high = end = self._pos
-            while low < high:
-                middle = (low + high) >> 1
-                if self._ring.meta[(middle % self._max_events) * M_STRIDE + M_SEQ] > since:
-                    high = middle
+        # ``kinds`` is asked about each kind first, which may run code (and
+        # that code may publish); the events are then read with no code
+        # running, so what comes back is every match from the oldest event
+        # still retained on: the ring overwrites its oldest events first.
+        cdef dict verdicts = {}
+        cdef list out
+        position = self._first_after(since)
+        end = self._pos  # only events accepted before the call
+        while True:
+            if kinds is not None:
+                self._judge_kinds(position, end, kinds, wanted, verdicts)  # may run code
+            # The first allocation, before the ring is read: a collection it
+            # runs (and any finalizer that publishes) happens before the read.
+            out = []
+            collecting = PyGC_Disable()  # the read allocates: no collection midway
+            try:
+                position = max(position, self._oldest_pos())
+                while position < end:
+                    if wanted >= 0 and len(out) >= wanted:
+                        break
+                    if kinds is not None:
+                        verdict = verdicts.get(<object>self._ring.objs[
+                            (position % self._max_events) * self._ostride + O_KIND
+                        ])
+                        if verdict is None:
+                            break  # a kind not judged yet: judge from here, then read again
+                        if verdict is False:
+                            position += 1
+                            continue
+                    # never None: no code has run since the position was checked
+                    out.append(self._event_at(position))
+                    position += 1
                 else:
-                    low = middle + 1
-            position = low
-            while position < end:
+                    return out
                 if wanted >= 0 and len(out) >= wanted:
-                    break
-                if kinds is not None:
-                    kind = <object>self._ring.objs[
-                        (position % self._max_events) * self._ostride + O_KIND
-                    ]
-                    if kind not in kinds:  # may run code
-                        position += 1
-                        continue
-                event = self._event_at(position)
-                if event is None:
-                    # Overwritten meanwhile (by code run by ``kinds`` or by
-                    # another thread): go on from what is left.
-                    position = max(position + 1, self._oldest_pos())
-                    continue
-                out.append(event)
-                position += 1
-        finally:
-            if collecting:
-                PyGC_Enable()
-        return out
+                    return out
+            finally:
+                if collecting:
+                    PyGC_Enable()
+            position = self._first_after(since)
+
+    @cython.final
+    cdef long long _first_after(self, long long since) noexcept:
+        """Position of the oldest retained event with ``.seq > since`` (``_pos``
+        if none): seqs grow with positions."""
+        cdef long long low = self._oldest_pos()
+        cdef long long high = self._pos
+        cdef long long middle
+        while low < high:
+            middle = (low + high) >> 1
+            if self._ring.meta[(middle % self._max_events) * M_STRIDE + M_SEQ] > since:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    @cython.final
+    cdef int _judge_kinds(
+        self, long long position, long long end, object kinds, Py_ssize_t wanted,
+        dict verdicts,
+    ) except -1:
+        """Ask ``kinds`` about the kind of each event from ``position`` to
+        ``end``, once per kind, until ``wanted`` of them match; the answers go
+        into ``verdicts``. Asking may run code that publishes: events it
+        overwrites are passed over."""
+        cdef Py_ssize_t matches = 0
+        cdef object kind, verdict
+        while position < end and (wanted < 0 or matches < wanted):
+            if position < self._oldest_pos():
+                position = self._oldest_pos()
+                continue
+            # owned by ``kind`` before ``kinds`` runs code that may overwrite the slot
+            kind = <object>self._ring.objs[(position % self._max_events) * self._ostride + O_KIND]
+            verdict = verdicts.get(kind)
+            if verdict is None:
+                verdict = verdicts[kind] = bool(kind in kinds)  # may run code
+            if verdict is True:
+                matches += 1
+            position += 1
+        return 0
 
     def latest_seq(self):
         """Seq of the newest accepted event (``0`` before the first)."""

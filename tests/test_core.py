@@ -357,6 +357,32 @@ def test_get_since_kinds_and_limit(backend: Any) -> None:
         bus.get_since(0, limit="3")
 
 
+@pytest.mark.parametrize("limit", [None, 1, 2, 5])
+def test_get_since_leaves_no_hole_when_kinds_runs_code(backend: Any, limit: int | None) -> None:
+    """``kinds`` may run code that publishes over the oldest events; what comes
+    back is every match from the oldest event still retained on (the ring
+    overwrites from the oldest end), never a run with a hole in it."""
+    core = backend.RingCore(max_events=4)
+    for kind in "ABAB":
+        core.publish(kind)  # seqs 1-4
+
+    class Publishing:
+        published = False
+
+        def __contains__(self, kind: object) -> bool:
+            if kind == "B" and not self.published:
+                self.published = True
+                core.publish("C")  # seq 5 over seq 1
+                core.publish("C")  # seq 6 over seq 2
+            return kind in ("A", "B")
+
+    found = [event.seq for event in core.get_since(0, kinds=Publishing(), limit=limit)]
+    if limit == 1:  # the first match is found before "B" is asked about
+        assert found == [1] and core.oldest_seq() == 1
+    else:  # seqs 1 and 2 are gone; 5 and 6 came after the call began
+        assert found == [3, 4][:limit] and core.oldest_seq() == 3
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [

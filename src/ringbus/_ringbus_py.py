@@ -414,6 +414,7 @@ class RingCore:
         self._pos_slot = 0
         self._next_slot = 0
         self._slots: list[WorldEvent] = []
+        self._storing = False  # twin only: see _reader_copy
         self._spill: deque[WorldEvent] = deque()
         # Urgent lane: (position, seq) of pending urgent events; _done holds the
         # positions of those already dispatched ahead of their turn.
@@ -839,6 +840,9 @@ class RingCore:
             payload_pairs,
             tags,
         )
+        # Twin only: readers in other threads see the slot and _pos change in
+        # two steps, and read again if they looked in between (_reader_copy).
+        self._storing = True
         if slot < len(slots):
             slots[slot] = event
             self._overwritten += 1
@@ -849,6 +853,7 @@ class RingCore:
             self._tick = tick
             self._day = day
         self._pos += 1
+        self._storing = False
         self._pos_slot = slot + 1 if slot + 1 < self._max_events else 0
         self._published += 1
         return seq
@@ -1325,41 +1330,108 @@ class RingCore:
         """
         since = check_non_negative("seq", seq)
         wanted = check_limit(limit)
-        # The first allocation, before the ring is looked at: a collection it
-        # runs (and any finalizer that publishes) happens before the read.
+        if get_ident() != self._owner:
+            # Twin only: the owner thread may run between any two bytecodes
+            # of this read, so another thread reads a consistent copy. (The
+            # compiled core holds the GIL for the whole read.)
+            return self._reader_copy().get_since(since, kinds, limit)
+        # ``kinds`` is asked about each kind first, which may run code (and
+        # that code may publish); the events are then read with no code
+        # running, so what comes back is every match from the oldest event
+        # still retained on: the ring overwrites its oldest events first.
+        verdicts: dict[str, bool] = {}
         out: list[WorldEvent] = []
-        collecting = gc.isenabled()
-        gc.disable()  # the read allocates: no collection midway
-        try:
-            low = self._oldest_pos()
-            high = end = self._pos
-            while low < high:
-                middle = (low + high) >> 1
-                if self._slots[middle % self._max_events].seq > since:
-                    high = middle
+        position = self._first_after(since)
+        end = self._pos  # only events accepted before the call
+        while True:
+            if kinds is not None:
+                self._judge_kinds(position, end, kinds, wanted, verdicts)  # may run code
+            # The first allocation, before the ring is read: a collection it
+            # runs (and any finalizer that publishes) happens before the read.
+            out = []
+            collecting = gc.isenabled()
+            gc.disable()  # the read allocates: no collection midway
+            try:
+                position = max(position, self._oldest_pos())
+                while position < end:
+                    if wanted is not None and len(out) >= wanted:
+                        break
+                    if kinds is not None:
+                        verdict = verdicts.get(self._slots[position % self._max_events].kind)
+                        if verdict is None:
+                            break  # a kind not judged yet: judge from here, then read again
+                        if verdict is False:
+                            position += 1
+                            continue
+                    # never None: no code has run since the position was checked
+                    out.append(self._event_at(position))  # type: ignore[arg-type]
+                    position += 1
                 else:
-                    low = middle + 1
-            position = low
-            while position < end:
+                    return out
                 if wanted is not None and len(out) >= wanted:
-                    break
-                if kinds is not None:
-                    kind = self._slots[position % self._max_events].kind
-                    if kind not in kinds:  # may run code
-                        position += 1
-                        continue
-                event = self._event_at(position)
-                if event is None:
-                    # Overwritten meanwhile (by code run by ``kinds`` or by
-                    # another thread): go on from what is left.
-                    position = max(position + 1, self._oldest_pos())
-                    continue
-                out.append(event)
-                position += 1
-        finally:
-            if collecting:
-                gc.enable()
-        return out
+                    return out
+            finally:
+                if collecting:
+                    gc.enable()
+            position = self._first_after(since)
+
+    def _first_after(self, since: int) -> int:
+        """Position of the oldest retained event with ``.seq > since`` (``_pos``
+        if none): seqs grow with positions."""
+        low = self._oldest_pos()
+        high = self._pos
+        while low < high:
+            middle = (low + high) >> 1
+            if self._slots[middle % self._max_events].seq > since:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def _judge_kinds(
+        self,
+        position: int,
+        end: int,
+        kinds: Container[str],
+        wanted: int | None,
+        verdicts: dict[str, bool],
+    ) -> None:
+        """Ask ``kinds`` about the kind of each event from ``position`` to
+        ``end``, once per kind, until ``wanted`` of them match; the answers go
+        into ``verdicts``. Asking may run code that publishes: events it
+        overwrites are passed over."""
+        matches = 0
+        while position < end and (wanted is None or matches < wanted):
+            if position < self._oldest_pos():
+                position = self._oldest_pos()
+                continue
+            kind = self._slots[position % self._max_events].kind
+            verdict = verdicts.get(kind)
+            if verdict is None:
+                verdict = verdicts[kind] = bool(kind in kinds)  # may run code
+            if verdict is True:
+                matches += 1
+            position += 1
+
+    def _reader_copy(self) -> RingCore:
+        """Twin only: a copy of the ring for a reader in another thread.
+
+        The owner thread stores an event in two steps (the slot, then
+        ``_pos``); a copy taken between them, or while ``_pos`` moved, is
+        taken again. Copying the slot list is one C call, so the owner
+        thread cannot run in the middle of it.
+        """
+        copy = _new(RingCore)
+        while True:
+            position = self._pos
+            slots = self._slots[:]
+            if not self._storing and self._pos == position:
+                break
+        copy._slots = slots
+        copy._pos = position
+        copy._max_events = self._max_events
+        copy._owner = get_ident()
+        return copy
 
     def latest_seq(self) -> int:
         """Seq of the newest accepted event (``0`` before the first)."""
@@ -1367,9 +1439,15 @@ class RingCore:
 
     def oldest_seq(self) -> int:
         """Seq of the oldest retained event (``0`` when none is retained)."""
-        if self._pos == 0:
-            return 0
-        return self._slots[self._oldest_pos() % self._max_events].seq
+        while True:
+            position = self._pos
+            if position == 0:
+                return 0
+            seq = self._slots[self._oldest_pos() % self._max_events].seq
+            # Twin only: a reader in another thread reads again if the owner
+            # thread was storing meanwhile (see _reader_copy).
+            if not self._storing and self._pos == position:
+                return seq
 
     def pending_count(self) -> int:
         """Number of events waiting for :meth:`drain`."""
@@ -1648,7 +1726,8 @@ class JournalChain:
         self._lines.clear()
         self._size = 0
 
-    def _add(self, body: str) -> None:
+    def _close_line(self, body: str) -> None:
+        """Chain the record ``body`` (it ends with ``}``) and end its line."""
         if self._chained:
             digest = _sha256((self._head + body).encode("ascii")).hexdigest()
             line = f'{body[:-1]},"hash":"{digest}"}}\n'
@@ -1704,7 +1783,7 @@ class JournalChain:
         """Add a line whose record is ``body``: canonical JSON of an object, ASCII."""
         if type(body) is not str or not body.isascii() or not body.endswith("}"):
             raise ValueError("a journal record is the canonical JSON text of an object")
-        self._add(body)
+        self._close_line(body)
 
     def append(self, event: Any) -> None:
         """Add the line of ``event`` (its seq must follow the last one's).
@@ -1722,7 +1801,7 @@ class JournalChain:
                 f"event seq {seq} is not after the last journaled seq {last[0]}: "
                 "a journal is appended in seq order"
             )
-        self._add(encode_event(event))
+        self._close_line(encode_event(event))
         day = event.day
         self._last = (seq, event.tick, day)
         self.events += 1
