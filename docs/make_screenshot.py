@@ -8,6 +8,7 @@ Run from the repository root (needs ``playwright`` and Debian's ``chromium``)::
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,16 +21,8 @@ from ringbus.sim.health import HealthReporter
 from ringbus.sim.kpi import KpiSubscriber
 from ringbus.viewer import serve
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _chromium import launch  # how the browser tests start Chromium
 
 
 def main() -> int:
@@ -55,7 +48,7 @@ def main() -> int:
         sim.start()
         try:
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                browser = launch(playwright)
                 try:
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
                     page.goto(viewer.url)

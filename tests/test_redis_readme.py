@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _http_collector import Collector, collecting_server
 from _redis_server import collect_garbage, free_port, redis_server, redis_url
 from ringbus.transports.redis_streams import connect
 
@@ -34,34 +33,16 @@ def section_blocks() -> list[str]:
 
 
 @pytest.fixture
-def collector() -> Iterator[tuple[str, list[Any]]]:
-    bodies: list[Any] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/events", bodies
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+def collector() -> Iterator[tuple[str, Collector]]:
+    with collecting_server() as served:
+        yield served
 
 
 def test_readme_transport_and_redis_examples_run(
-    redis_url: str, collector: tuple[str, list[Any]], capsys: pytest.CaptureFixture[str]
+    redis_url: str, collector: tuple[str, Collector], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    http_url, bodies = collector
+    http_url, received = collector
+    bodies = received.bodies
     blocks = section_blocks()
     assert len(blocks) == 3
     replacements = {

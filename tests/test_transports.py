@@ -7,14 +7,13 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from _http_collector import Collector, collecting_server
 from _redis_server import collect_garbage
 from ringbus import kinds
 from ringbus.transports import (
@@ -219,49 +218,10 @@ def test_transport_attach_twice_and_detach(backend: Any) -> None:
 
 
 # -- HTTP -------------------------------------------------------------------
-class Collector:
-    """What a local HTTP server received, and how it should answer."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.answers: list[int] = []  # status codes to return first; then 200
-        self.delay = 0.0
-        self.lock = threading.Lock()
-
-    def answer(self) -> int:
-        with self.lock:
-            return self.answers.pop(0) if self.answers else 200
-
-
 @pytest.fixture
 def http_server() -> Iterator[tuple[str, Collector]]:
-    collector = Collector()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if collector.delay:
-                time.sleep(collector.delay)
-            code = collector.answer()
-            if code == 200:
-                with collector.lock:
-                    collector.bodies.append(json.loads(body))
-            self.send_response(code)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/events", collector
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with collecting_server() as served:
+        yield served
 
 
 def test_http_posts_batches_from_a_sender_thread(backend: Any, http_server: Any) -> None:

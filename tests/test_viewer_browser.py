@@ -15,19 +15,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from _chromium import launch
 from ringbus import kinds
 from ringbus.viewer import ViewerServer, serve
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 POLITIES = ("north", "south", "east")
 KINDS = (kinds.TICK, kinds.DELIVERY_COMPLETED, kinds.DELIVERY_FAILED, kinds.DEPOT_BUILT)
 XSS_IMG = '<img src=x onerror="window.__pwned=1">'
@@ -37,7 +28,7 @@ XSS_SCRIPT = "<script>window.__pwned=2</script>"
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         try:
             yield browser
         finally:

@@ -229,18 +229,7 @@ class Transport(abc.ABC):
 
     def status(self) -> dict[str, Any]:
         """The transport's counters and state, JSON-ready."""
-        return {
-            "name": self.name,
-            "state": self.state(),
-            "received": self.received,
-            "sent": self.sent,
-            "failed": self.failed,
-            "dropped": self.dropped,
-            "filtered": self.filtered,
-            "invalid": self.invalid,
-            "buffered": len(self._buffer),
-            "last_error": self.last_error,
-        }
+        return {**_counters(self), "last_error": self.last_error}
 
 
 def dumps_record(record: Record) -> str:
@@ -267,6 +256,21 @@ def _compact_encoder() -> Callable[[object], str]:
 
 #: ``dumps_record`` for whole batches: one call encodes a list of records.
 encode_json: Callable[[object], str] = _compact_encoder()
+
+
+def _counters(transport: Transport | BackgroundTransport) -> dict[str, Any]:
+    """The counters every transport's ``status()`` starts with, in this order."""
+    return {
+        "name": transport.name,
+        "state": transport.state(),
+        "received": transport.received,
+        "sent": transport.sent,
+        "failed": transport.failed,
+        "dropped": transport.dropped,
+        "filtered": transport.filtered,
+        "invalid": transport.invalid,
+        "buffered": transport.buffered,
+    }
 
 
 class _Backoff:
@@ -834,15 +838,7 @@ class BackgroundTransport(abc.ABC):
         """The transport's counters and state, JSON-ready."""
         wait = self._backoff.wait()
         return {
-            "name": self.name,
-            "state": self.state(),
-            "received": self.received,
-            "sent": self.sent,
-            "failed": self.failed,
-            "dropped": self.dropped,
-            "filtered": self.filtered,
-            "invalid": self.invalid,
-            "buffered": self.buffered,
+            **_counters(self),
             "outages": self.outages,
             "loss_reports": self.loss_reports,
             "retry_in": round(wait, 3) if self._backoff.failures else None,
