@@ -39,6 +39,7 @@ def main() -> int:
     stop = threading.Event()
 
     def loop() -> None:  # the sim keeps running while the page is open
+        bus.transfer_to_current_thread()  # this thread publishes from now on
         while not stop.is_set():
             world.step()
             stop.wait(0.05)
