@@ -60,3 +60,18 @@ def test_only_the_command_line_parses_arguments() -> None:
         if path.relative_to(PACKAGE).parts[0] == "cli":
             continue
         assert "argparse" not in imports_of(path), path.relative_to(PACKAGE)
+
+
+def test_the_readme_diagram_names_every_module() -> None:
+    """The README's "Architecture" diagram matches the tree: every module is in it."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Architecture") :]
+    diagram = section[section.index("```") : section.index("```", section.index("```") + 3)]
+    missing = [
+        str(path.relative_to(PACKAGE))
+        for path in modules()
+        if path.stem != "__init__" and path.stem not in diagram
+    ]
+    assert missing == []
+    for folder in FOLDERS:
+        assert f"{folder}/" in diagram, folder

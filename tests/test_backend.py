@@ -93,7 +93,7 @@ def test_both_cores_carry_the_same_docstrings() -> None:
     import ringbus._ringbus as compiled
     import ringbus._ringbus_py as twin
 
-    for name in ("RingCore", "WorldEvent"):
+    for name in ("RingCore", "WorldEvent", "Producer", "JournalChain"):
         ours, theirs = getattr(compiled, name), getattr(twin, name)
         assert inspect.getdoc(ours) == inspect.getdoc(theirs), name
         public = {n for n in dir(theirs) if not n.startswith("_")}
