@@ -53,6 +53,7 @@ USER_ERRORS = [
     (("feed", "127.0.0.1:1", "--limit", "0"), "--limit: must be >= 1, got 0"),
     (("feed", "127.0.0.1:1", "--timeout", "-2"), "--timeout: must be a finite number >= 0"),
     (("feed", "nowhere"), "address must be HOST:PORT"),
+    (("redis-demo", "aggregate", "world-1", "--wait-for", "0"), "--wait-for: must be >= 1, got 0"),
 ]
 
 

@@ -22,6 +22,7 @@ from ..demo.multiprocess import (
     worker_names,
 )
 from ..transports.redis_streams import connect, partition_streams
+from ._args import positive_int
 
 __all__ = ["DESCRIPTION", "configure", "run"]
 
@@ -69,6 +70,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     aggregate.add_argument("names", nargs="+", help="the workers to wait for")
     aggregate.add_argument("--consumer", default="aggregator-1", help="this consumer's name")
     aggregate.add_argument("--count", type=int, default=20, help="entries read per poll")
+    aggregate.add_argument(
+        "--wait-for",
+        type=positive_int,
+        default=1,
+        help="first wait (up to 10 s) until this many consumers of the group have started, "
+        "so they share the partitions from the start (default 1: do not wait)",
+    )
 
 
 def _problem(args: argparse.Namespace) -> str | None:
@@ -147,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             consumer=args.consumer,
             count=args.count,
             lease_ms=args.lease_ms,
+            wait_for=args.wait_for,
         )
         print(json.dumps(result))
         return 0
@@ -182,9 +191,11 @@ def run(args: argparse.Namespace) -> int:
             subprocess.Popen([*command, "worker", name], stdout=subprocess.DEVNULL)
             for name in names
         ]
+        wait = ["--wait-for", str(args.consumers)]
         consumers = [
             subprocess.Popen(
-                [*command, "aggregate", *names, "--consumer", name],
+                # started together, they wait for each other before taking partitions
+                [*command, "aggregate", *names, "--consumer", name, *wait],
                 stdout=subprocess.PIPE,
                 text=True,
             )

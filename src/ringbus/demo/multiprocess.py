@@ -147,8 +147,13 @@ def run_aggregator(
     count: int = 20,
     lease_ms: int = 2_000,
     timeout: float = 120.0,
+    wait_for: int = 1,
 ) -> dict[str, Any]:
     """Consume ``stream``'s partitions, with the group's other consumers, until all is applied.
+
+    With ``wait_for`` N, it first waits (up to 10 s) until N consumers of the
+    group have started, so consumers started together share the partitions
+    from the start instead of the first one taking them all.
 
     Returns this consumer's KPI summary, its source's status and the last
     health report of each worker it read. Its KPI state is stored with each
@@ -158,6 +163,9 @@ def run_aggregator(
     keys = stream_keys(stream)
     client = connect(url, timeout=2.0)
     client.sadd(keys["consumers"], consumer)
+    waiting = time.monotonic() + 10.0
+    while client.scard(keys["consumers"]) < wait_for and time.monotonic() < waiting:
+        time.sleep(0.02)
     bus = EventBus(EventBusConfig(name=consumer, clock_policy="free"))
     kpi = KpiSubscriber()
     kpi.attach(bus)
