@@ -216,6 +216,24 @@ def timed_ticks(runner: Runner, ran: list[int]) -> Callable[[], float]:
     return sample
 
 
+def _loop_sampler(
+    loop: Any, run: Callable[[int], Any], ticks: int, events_per_tick: int
+) -> Callable[[], float]:
+    """A sampler: ns per event of ``run(first_tick)``, a coroutine covering ``ticks`` ticks
+    of ``events_per_tick`` events, run to completion on ``loop``."""
+    state = {"tick": 0}
+
+    def sample() -> float:
+        tick = state["tick"] + 1
+        start = CLOCK()
+        loop.run_until_complete(run(tick))
+        elapsed = CLOCK() - start
+        state["tick"] = tick + ticks
+        return elapsed / (ticks * events_per_tick)
+
+    return sample
+
+
 def warm_up(samplers: dict[str, Callable[[], float]], events: int) -> None:
     """Run every sampler past ``events`` events, untimed."""
     for sampler in samplers.values():
@@ -580,18 +598,8 @@ def stream_reader(ctx: Context, case: str) -> Trial:
             publish(kind, payload=payload)
         sync_bus.drain()
 
-    state = {"tick": 0}
-
-    def stream_sample() -> float:
-        tick = state["tick"] + 1
-        start = CLOCK()
-        loop.run_until_complete(read_ticks(tick))
-        elapsed = CLOCK() - start
-        state["tick"] = tick + ticks
-        return elapsed / (ticks * len(batch))
-
     samplers = {
-        "async for": stream_sample,
+        "async for": _loop_sampler(loop, read_ticks, ticks, len(batch)),
         "subscriber": _ticks_sampler(sync_tick, len(batch)),
     }
     warm_up(samplers, ctx.warmup_events)
@@ -644,21 +652,11 @@ def drain_async(ctx: Context, case: str) -> Trial:
                 publish(kind, payload=payload)
             sync_bus.drain()
 
-    def sampler(run: Callable[[int], Any]) -> Callable[[], float]:
-        state = {"tick": 0}
-
-        def sample() -> float:
-            tick = state["tick"] + 1
-            start = CLOCK()
-            loop.run_until_complete(run(tick))
-            elapsed = CLOCK() - start
-            state["tick"] = tick + ticks
-            return elapsed / (ticks * len(batch))
-
-        return sample
-
     # Both sides run inside the event loop, so only the drains differ.
-    samplers = {"drain_async": sampler(async_ticks), "drain": sampler(sync_ticks)}
+    samplers = {
+        "drain_async": _loop_sampler(loop, async_ticks, ticks, len(batch)),
+        "drain": _loop_sampler(loop, sync_ticks, ticks, len(batch)),
+    }
     warm_up(samplers, ctx.warmup_events)
 
     def verify() -> None:
